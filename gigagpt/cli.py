@@ -1,0 +1,103 @@
+"""The `gigagpt` command: prepare, train, sample, info (and bench)."""
+import argparse
+import sys
+
+from gigagpt.errors import GigaGPTError
+
+
+def cmd_prepare(args):
+    from gigagpt import data
+
+    meta = data.prepare(args.text_file, args.out, tokenizer=args.tokenizer)
+    print(f"{args.out}: {meta['train_tokens']:,} train and {meta['val_tokens']:,} val tokens "
+          f"({meta['tokenizer']}, vocabulary {meta['vocab_size']:,})")
+
+
+def cmd_train(args, overrides):
+    from gigagpt.config import load_config
+    from gigagpt.train import train
+
+    cfg = load_config(args.config, **overrides)
+    rows = train(cfg)
+    if rows:
+        last = rows[-1]
+        val = f", val loss {last['val_loss']:.4f}" if last.get("val_loss") is not None else ""
+        print(f"step {last['step']}: loss {last['loss']:.4f}{val}, {last['tokens_per_s']:,.0f} tokens/s")
+
+
+def cmd_sample(args):
+    from gigagpt.sample import load_model, sample
+
+    model, encoding = load_model(args.checkpoint, args.device)
+    for i in range(args.num_samples):
+        seed = None if args.seed is None else args.seed + i
+        print(sample(model, encoding, args.prompt, args.max_new_tokens, args.temperature, args.top_k, seed))
+        print("-" * 40)
+
+
+def cmd_info(args, overrides):
+    from gigagpt import scaling
+    from gigagpt.config import load_config
+
+    cfg = load_config(args.config, **overrides)
+    m, r = cfg.model, cfg.run
+    G = scaling.GiB
+    n, n_body = scaling.param_count(m), scaling.param_count(m, embeddings=False)
+    print(f"{args.config}: width {m.width}, depth {m.depth}, heads {m.heads}, vocab {m.vocab_size}, "
+          f"positions {m.max_position_embeddings}")
+    print(f"parameters            {n:>22,}  ({n / 1e9:.3f} B)")
+    print(f"  non-embedding       {n_body:>22,}")
+    for name, count in scaling.param_breakdown(m).items():
+        print(f"  {name:<19} {count:>22,}  ({count / n:.1%})")
+    print(f"weights               fp32 {4 * n / G:>10,.2f} GiB   bf16 {2 * n / G:>10,.2f} GiB")
+    print(f"gradients             fp32 {4 * n / G:>10,.2f} GiB   bf16 {2 * n / G:>10,.2f} GiB")
+    print(f"AdamW state (2 x fp32)     {8 * n / G:>10,.2f} GiB")
+    for dtype in ("float32", "bfloat16"):
+        act = scaling.activation_bytes(m, r.batch_size, r.sequence_length, dtype)
+        print(f"activations {dtype:<9} {act / G:>15,.2f} GiB  (batch {r.batch_size} x {r.sequence_length})")
+    fpt = scaling.flops_per_token(m, r.sequence_length)
+    print(f"training FLOPs/token  {fpt:>22,.0f}  (6N = {6 * n:,.0f} + attention)")
+    print(f"FLOPs per step        {fpt * r.batch_size * r.sequence_length:>22.3e}")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="gigagpt", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("prepare", help="tokenize a text file into train.bin/val.bin/meta.json")
+    p.add_argument("text_file")
+    p.add_argument("--tokenizer", default="gpt2", choices=["gpt2", "char"])
+    p.add_argument("--out", required=True, help="output folder")
+    p = sub.add_parser("train", help="train CONFIG [--key value ...] (any config key)")
+    p.add_argument("config")
+    p = sub.add_parser("info", help="parameters, memory and FLOPs of CONFIG [--key value ...]")
+    p.add_argument("config")
+    p = sub.add_parser("sample", help="generate text from a checkpoint")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--prompt", default="\n")
+    p.add_argument("--max_new_tokens", type=int, default=300)
+    p.add_argument("--temperature", type=float, default=0.8)
+    p.add_argument("--top_k", type=int, default=200)
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--num_samples", type=int, default=1)
+    p.add_argument("--device", default="cpu")
+
+    args, rest = parser.parse_known_args(argv)
+    try:
+        if args.command in ("train", "info"):
+            from gigagpt.config import parse_overrides
+
+            {"train": cmd_train, "info": cmd_info}[args.command](args, parse_overrides(rest))
+        else:
+            if rest:
+                parser.error(f"unrecognized arguments: {' '.join(rest)}")
+            {"prepare": cmd_prepare, "sample": cmd_sample}[args.command](args)
+    except GigaGPTError as e:
+        print(f"gigagpt {args.command}: error: {e}", file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        print(f"gigagpt {args.command}: interrupted (training saves a checkpoint first)", file=sys.stderr)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

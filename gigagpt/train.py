@@ -1,0 +1,149 @@
+"""The one training loop, for every backend: plain torch, FSDP2 under torchrun, and Cerebras.
+
+It is written in cerebras.pytorch's idiom, as gigaGPT's is: the step is a function traced once
+(`backend.trace`), so it holds nothing data-dependent, and everything that reads values (logging,
+checkpoints) happens in closures the backend runs once the step's results exist.
+"""
+import json
+import math
+import time
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from gigagpt import data, scaling
+from gigagpt.backends import get_backend
+from gigagpt.errors import GigaGPTError
+
+
+def lr_at(step, run):
+    """Learning rate for optimizer step `step` (0-based): linear warmup from 0, cosine decay to 10% of peak."""
+    if step < run.warmup_steps:
+        return run.learning_rate * step / run.warmup_steps
+    progress = min((step - run.warmup_steps) / run.decay_steps, 1.0)
+    return run.learning_rate * (0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * progress)))
+
+
+def param_groups(model, weight_decay):
+    """Weight decay on matrices (≥2-D) only; biases and LayerNorm gains are left alone."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    return [
+        {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
+        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+    ]
+
+
+@torch.no_grad()
+def estimate_loss(model, backend, tokens):
+    model.eval()
+    losses = []
+    for x, y in backend.eval_batches(tokens):
+        with backend.autocast():
+            losses.append(model(x, y))
+    model.train()
+    return backend.reduce_mean(torch.stack(losses).mean()) if losses else None
+
+
+def train(cfg, progress=True, on_log=None):
+    """Train `cfg` (a `gigagpt.config.Config`); returns the logged metrics rows.
+
+    on_log(row) is called on the main process for every logged row (notebooks draw live plots with it).
+    """
+    run = cfg.run
+    backend = get_backend(run)
+    meta = data.load_meta(run.dataset)
+    if meta["vocab_size"] > cfg.model.vocab_size:
+        raise GigaGPTError(
+            f"dataset {run.dataset} has {meta['vocab_size']} tokens but the model's vocab_size is "
+            f"{cfg.model.vocab_size}: set vocab_size to at least {meta['vocab_size']}"
+        )
+    train_tokens = data.load_tokens(run.dataset, "train")
+    val_tokens = data.load_tokens(run.dataset, "val")
+    backend.check_fits(cfg.model)
+
+    model = backend.build_model(cfg.model, run.seed)
+    optimizer = backend.make_optimizer(param_groups(model, run.weight_decay), run)
+    scheduler = backend.make_scheduler(optimizer, run)
+    # A list, not a generator: a traced step must clip every parameter on every step (see gigaGPT issue).
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    start_step = 0
+    if run.checkpoint_path:
+        start_step = backend.load_checkpoint(run.checkpoint_path, model, optimizer, scheduler)["step"]
+
+    @backend.trace
+    def training_step(input_ids, labels):
+        accum = input_ids.size(0)
+        total_loss = 0.0
+        for i in range(accum):  # gradient accumulation: micro-batches add up their gradients
+            backend.set_gradient_sync(model, i == accum - 1)
+            with backend.autocast():
+                loss = model(input_ids[i], labels[i]) / accum
+            loss.backward()
+            total_loss = total_loss + loss.detach()
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, run.max_gradient_norm)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        return total_loss, grad_norm
+
+    out_dir = Path(run.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    metrics_path = out_dir / "metrics.jsonl"
+    tokens_per_step = run.batch_size * run.sequence_length
+    flops_per_token = scaling.flops_per_token(cfg.model, run.sequence_length)
+    rows, clock = [], {"start": time.perf_counter(), "last": time.perf_counter(), "step": start_step}
+    bar = tqdm(total=run.num_steps, initial=start_step, disable=not (progress and backend.is_main),
+               desc="train", unit="step", dynamic_ncols=True)
+
+    @backend.step_closure
+    def log(step, loss, grad_norm):
+        now = time.perf_counter()
+        tokens_per_s = (step - clock["step"]) * tokens_per_step / (now - clock["last"])
+        clock.update(last=now, step=step)
+        row = {
+            "step": step,
+            "loss": backend.reduce_mean(loss),
+            "lr": lr_at(step - 1, run),  # the rate this step's update used
+            "grad_norm": float(grad_norm),
+            "tokens_per_s": tokens_per_s,
+            "flops_per_s": tokens_per_s * flops_per_token,
+            "elapsed_s": now - clock["start"],
+        }
+        if (run.eval_interval and step % run.eval_interval == 0) or step == run.num_steps:
+            row["val_loss"] = estimate_loss(model, backend, val_tokens)
+        if backend.is_main:
+            rows.append(row)
+            with open(metrics_path, "a") as f:
+                f.write(json.dumps(row) + "\n")
+            bar.set_postfix(loss=f"{row['loss']:.3f}", **({"val": f"{row['val_loss']:.3f}"} if "val_loss" in row else {}))
+            if on_log:
+                on_log(row)
+
+    extra = {"config": cfg.to_dict(), "tokenizer": meta}
+
+    @backend.checkpoint_closure
+    def save_checkpoint(step):
+        path = backend.save_checkpoint(out_dir, step, model, optimizer, scheduler, extra)
+        if backend.is_main and progress:
+            bar.write(f"saved {path}")
+
+    completed = start_step
+    try:
+        for step, input_ids, labels in backend.batches(train_tokens, start_step):
+            loss, grad_norm = training_step(input_ids, labels)
+            completed = step
+            must_eval = run.eval_interval and step % run.eval_interval == 0
+            if step % run.log_interval == 0 or must_eval or step == run.num_steps:
+                log(step, loss, grad_norm)
+            if (run.checkpoint_steps and step % run.checkpoint_steps == 0) or step == run.num_steps:
+                save_checkpoint(step)
+            bar.update(1)
+    except KeyboardInterrupt:
+        if completed > start_step:  # keep the work done so far
+            save_checkpoint(completed)
+        raise
+    finally:
+        bar.close()
+        backend.finish()
+    return rows
