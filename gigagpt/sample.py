@@ -15,11 +15,14 @@ def load_model(checkpoint_path, device="cpu"):
 
 
 @torch.no_grad()
-def generate(model, input_ids, max_new_tokens, temperature=1.0, top_k=None, generator=None):
-    """Extend (B, T) input_ids by max_new_tokens sampled tokens."""
+def generate(model, input_ids, max_new_tokens, temperature=1.0, top_k=None, generator=None, vocab_size=None):
+    """Extend (B, T) input_ids by max_new_tokens sampled tokens.
+
+    vocab_size: sample only ids below it, when the model has more rows than the tokenizer has tokens.
+    """
     for _ in range(max_new_tokens):
         context = input_ids[:, -model.config.max_position_embeddings:]  # the model sees at most this many
-        logits = model(context)[:, -1, :].float()
+        logits = model(context)[:, -1, :vocab_size].float()
         if temperature == 0:  # greedy
             next_id = logits.argmax(-1, keepdim=True)
         else:
@@ -37,7 +40,10 @@ def sample(model, encoding, prompt="\n", max_new_tokens=200, temperature=0.8, to
     device = next(model.parameters()).device
     generator = torch.Generator(device=device)
     generator.manual_seed(seed if seed is not None else torch.seed())
-    ids = encoding.encode(prompt) if prompt else [encoding.eot_token]
+    if prompt:
+        ids = encoding.encode(prompt)
+    else:  # start from "end of text" (GPT-2) or a newline (characters have no such token)
+        ids = [encoding.eot_token] if encoding.eot_token is not None else encoding.encode("\n")
     input_ids = torch.tensor([ids], dtype=torch.long, device=device)
-    out = generate(model, input_ids, max_new_tokens, temperature, top_k, generator)
+    out = generate(model, input_ids, max_new_tokens, temperature, top_k, generator, encoding.n_vocab)
     return encoding.decode(out[0].tolist())
