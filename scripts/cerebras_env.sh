@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Build the Cerebras environment: .venv-cerebras with cerebras-pytorch 2.10.0 and gigagpt.
+#
+#   scripts/cerebras_env.sh            # create or update ./.venv-cerebras (idempotent)
+#   CEREBRAS_VENV=/path scripts/cerebras_env.sh
+#
+# cerebras-pytorch 2.10.0 ships only a CPython 3.11 wheel for Linux x86_64 and pins torch==2.4.0 and
+# numpy==1.25.0, so it gets its own virtual environment. gigagpt is installed with --no-deps plus an
+# explicit list of its light dependencies, so pip never moves torch/numpy away from cstorch's pins.
+# First run: ~3 GB download, ~6 GB on disk, a few minutes. A second run with the env present is fast.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="${CEREBRAS_VENV:-$ROOT/.venv-cerebras}"
+CSTORCH_VERSION="2.10.0"
+# gigagpt's runtime deps and what notebook 04 needs (torch and numpy come from cerebras-pytorch).
+EXTRA_DEPS=(pyyaml tiktoken tqdm pytest papermill ipykernel matplotlib ipywidgets nbconvert)
+
+if [[ "$(uname -s)/$(uname -m)" != "Linux/x86_64" ]]; then
+    echo "cerebras_env: cerebras-pytorch $CSTORCH_VERSION has wheels for Linux x86_64 only (this is $(uname -s)/$(uname -m))" >&2
+    exit 2
+fi
+PY="${CEREBRAS_PYTHON:-$(command -v python3.11 || true)}"
+if [[ -z "$PY" ]] || ! "$PY" -c 'import sys; assert sys.version_info[:2] == (3, 11)' 2>/dev/null; then
+    echo "cerebras_env: needs Python 3.11 (python3.11 on PATH or CEREBRAS_PYTHON=/path/to/python3.11)" >&2
+    exit 2
+fi
+
+# Fast path: the env has the pinned versions, the extras, and gigagpt installed (editable) from this
+# checkout -> nothing to do. Checked from / so the checkout's own gigagpt/ folder cannot stand in for it.
+if [[ -x "$VENV/bin/python" ]] && (cd / && "$VENV/bin/python" - "$CSTORCH_VERSION" "$ROOT" "${EXTRA_DEPS[@]}" <<'EOF' 2>/dev/null
+import sys
+from importlib.metadata import version
+from pathlib import Path
+assert version("cerebras-pytorch") == sys.argv[1] and version("torch").startswith("2.4.0")
+for name in sys.argv[3:]:
+    version(name)
+import gigagpt
+assert Path(gigagpt.__file__).resolve().parent == Path(sys.argv[2]).resolve() / "gigagpt"
+EOF
+); then
+    echo "cerebras_env: $VENV is ready (cerebras-pytorch $CSTORCH_VERSION, gigagpt from $ROOT)"
+    exit 0
+fi
+
+[[ -x "$VENV/bin/python" ]] || "$PY" -m venv "$VENV"
+"$VENV/bin/python" -m pip install --quiet --upgrade pip
+"$VENV/bin/python" -m pip install "cerebras-pytorch==$CSTORCH_VERSION"
+# Constrain the extras to what cstorch installed, so nothing upgrades torch or numpy.
+CONSTRAINTS="$(mktemp)"
+trap 'rm -f "$CONSTRAINTS"' EXIT
+"$VENV/bin/python" -m pip freeze | grep -Ei '^(torch|numpy)==' > "$CONSTRAINTS"
+"$VENV/bin/python" -m pip install -c "$CONSTRAINTS" "${EXTRA_DEPS[@]}"
+"$VENV/bin/python" -m pip install --no-deps --no-build-isolation -e "$ROOT" \
+    || "$VENV/bin/python" -m pip install --no-deps -e "$ROOT"
+"$VENV/bin/python" -m ipykernel install --sys-prefix --name python3 >/dev/null
+"$VENV/bin/python" - <<'EOF'
+import torch, numpy, cerebras.pytorch as cstorch, gigagpt
+print(f"cerebras_env: ok: cerebras-pytorch {cstorch.__version__}, torch {torch.__version__}, numpy {numpy.__version__}")
+EOF
+echo "cerebras_env: done. Activate with: . $VENV/bin/activate   (its bin/ holds torch-cirh-opt, needed for CSX lowering)"
