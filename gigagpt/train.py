@@ -73,6 +73,8 @@ def train(cfg, progress=True, on_log=None):
 
     @backend.trace
     def training_step(input_ids, labels):
+        if input_ids.dim() == 2:  # Cerebras streams whole (B, T) batches; its compiler does any accumulation
+            input_ids, labels = input_ids[None], labels[None]
         accum = input_ids.size(0)
         total_loss = 0.0
         for i in range(accum):  # gradient accumulation: micro-batches add up their gradients
