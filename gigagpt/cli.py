@@ -54,7 +54,10 @@ def cmd_info(args, overrides):
     print(f"AdamW state (2 x fp32)     {8 * n / G:>10,.2f} GiB")
     for dtype in ("float32", "bfloat16"):
         act = scaling.activation_bytes(m, r.batch_size, r.sequence_length, dtype)
-        print(f"activations {dtype:<9} {act / G:>15,.2f} GiB  (batch {r.batch_size} x {r.sequence_length})")
+        one = scaling.activation_bytes(m, 1, r.sequence_length, dtype)
+        print(f"activations {dtype:<9} {act / G:>15,.2f} GiB  for batch {r.batch_size} x {r.sequence_length} "
+              f"in one pass ({one / G:,.2f} GiB per sequence)")
+    print(f"training state        {16 * n / G:>15,.2f} GiB  (fp32 weights + gradients + AdamW: 16 bytes/param)")
     fpt = scaling.flops_per_token(m, r.sequence_length)
     print(f"training FLOPs/token  {fpt:>22,.0f}  (6N = {6 * n:,.0f} + attention)")
     print(f"FLOPs per step        {fpt * r.batch_size * r.sequence_length:>22.3e}")
