@@ -35,6 +35,12 @@ def cmd_sample(args):
         print("-" * 40)
 
 
+def cmd_convert(args):
+    from gigagpt.backends.fsdp import convert_checkpoint
+
+    print(f"{convert_checkpoint(args.checkpoint_dir, args.out)}: single-file checkpoint (for sample, hf, one device)")
+
+
 def cmd_info(args, overrides):
     from gigagpt import scaling
     from gigagpt.config import load_config
@@ -83,6 +89,9 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--num_samples", type=int, default=1)
     p.add_argument("--device", default="cpu")
+    p = sub.add_parser("convert", help="distributed (FSDP) checkpoint folder -> one .pt checkpoint file")
+    p.add_argument("checkpoint_dir", help="out_dir/checkpoint_STEP folder written under torchrun")
+    p.add_argument("out", help="the .pt file to write")
 
     args, rest = parser.parse_known_args(argv)
     try:
@@ -93,7 +102,7 @@ def main(argv=None):
         else:
             if rest:
                 parser.error(f"unrecognized arguments: {' '.join(rest)}")
-            {"prepare": cmd_prepare, "sample": cmd_sample}[args.command](args)
+            {"prepare": cmd_prepare, "sample": cmd_sample, "convert": cmd_convert}[args.command](args)
     except GigaGPTError as e:
         print(f"gigagpt {args.command}: error: {e}", file=sys.stderr)
         sys.exit(1)
