@@ -45,6 +45,35 @@ def estimate_loss(model, backend, tokens):
     return backend.reduce_mean(torch.stack(losses).mean()) if losses else None
 
 
+def make_training_step(backend, model, optimizer, scheduler, run):
+    """The step every backend runs: forward and backward per micro-batch, clip, AdamW, schedule.
+
+    `gigagpt bench` times this same function, so its numbers are those of `train`.
+    """
+    # A list, not a generator: a traced step must clip every parameter on every step (see gigaGPT issue).
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+
+    @backend.trace
+    def training_step(input_ids, labels):
+        if input_ids.dim() == 2:  # Cerebras streams whole (B, T) batches; its compiler does any accumulation
+            input_ids, labels = input_ids[None], labels[None]
+        accum = input_ids.size(0)
+        total_loss = 0.0
+        for i in range(accum):  # gradient accumulation: micro-batches add up their gradients
+            backend.set_gradient_sync(model, i == accum - 1)
+            with backend.autocast():
+                loss = model(input_ids[i], labels[i]) / accum
+            loss.backward()
+            total_loss = total_loss + loss.detach()
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, run.max_gradient_norm)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        return total_loss, grad_norm
+
+    return training_step
+
+
 def train(cfg, progress=True, on_log=None):
     """Train `cfg` (a `gigagpt.config.Config`); returns the logged metrics rows.
 
@@ -65,29 +94,11 @@ def train(cfg, progress=True, on_log=None):
     model = backend.build_model(cfg.model, run.seed)
     optimizer = backend.make_optimizer(param_groups(model, run.weight_decay), run)
     scheduler = backend.make_scheduler(optimizer, run)
-    # A list, not a generator: a traced step must clip every parameter on every step (see gigaGPT issue).
-    params = [p for group in optimizer.param_groups for p in group["params"]]
     start_step = 0
     if run.checkpoint_path:
         start_step = backend.load_checkpoint(run.checkpoint_path, model, optimizer, scheduler)["step"]
 
-    @backend.trace
-    def training_step(input_ids, labels):
-        if input_ids.dim() == 2:  # Cerebras streams whole (B, T) batches; its compiler does any accumulation
-            input_ids, labels = input_ids[None], labels[None]
-        accum = input_ids.size(0)
-        total_loss = 0.0
-        for i in range(accum):  # gradient accumulation: micro-batches add up their gradients
-            backend.set_gradient_sync(model, i == accum - 1)
-            with backend.autocast():
-                loss = model(input_ids[i], labels[i]) / accum
-            loss.backward()
-            total_loss = total_loss + loss.detach()
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, run.max_gradient_norm)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        return total_loss, grad_norm
+    training_step = make_training_step(backend, model, optimizer, scheduler, run)
 
     out_dir = Path(run.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
