@@ -27,8 +27,9 @@ if [[ -z "$PY" ]] || ! "$PY" -c 'import sys; assert sys.version_info[:2] == (3, 
 fi
 
 # Fast path: the env has the pinned versions, the extras, and gigagpt installed (editable) from this
-# checkout -> nothing to do. Checked from / so the checkout's own gigagpt/ folder cannot stand in for it.
-if [[ -x "$VENV/bin/python" ]] && (cd / && "$VENV/bin/python" - "$CSTORCH_VERSION" "$ROOT" "${EXTRA_DEPS[@]}" <<'EOF' 2>/dev/null
+# checkout -> skip the installs. Checked from / so the checkout's own gigagpt/ folder cannot stand in for it.
+ready() {
+    [[ -x "$VENV/bin/python" ]] && (cd / && "$VENV/bin/python" - "$CSTORCH_VERSION" "$ROOT" "${EXTRA_DEPS[@]}" <<'EOF' 2>/dev/null
 import sys
 from importlib.metadata import version
 from pathlib import Path
@@ -38,24 +39,35 @@ for name in sys.argv[3:]:
 import gigagpt
 assert Path(gigagpt.__file__).resolve().parent == Path(sys.argv[2]).resolve() / "gigagpt"
 EOF
-); then
-    echo "cerebras_env: $VENV is ready (cerebras-pytorch $CSTORCH_VERSION, gigagpt from $ROOT)"
-    exit 0
-fi
+)
+}
 
-[[ -x "$VENV/bin/python" ]] || "$PY" -m venv "$VENV"
-"$VENV/bin/python" -m pip install --quiet --upgrade pip
-"$VENV/bin/python" -m pip install "cerebras-pytorch==$CSTORCH_VERSION"
-# Constrain the extras to what cstorch installed, so nothing upgrades torch or numpy.
-CONSTRAINTS="$(mktemp)"
-trap 'rm -f "$CONSTRAINTS"' EXIT
-"$VENV/bin/python" -m pip freeze | grep -Ei '^(torch|numpy)==' > "$CONSTRAINTS"
-"$VENV/bin/python" -m pip install -c "$CONSTRAINTS" "${EXTRA_DEPS[@]}"
-"$VENV/bin/python" -m pip install --no-deps --no-build-isolation -e "$ROOT" \
-    || "$VENV/bin/python" -m pip install --no-deps -e "$ROOT"
-"$VENV/bin/python" -m ipykernel install --sys-prefix --name python3 >/dev/null
-"$VENV/bin/python" - <<'EOF'
+if ready; then
+    echo "cerebras_env: $VENV is ready (cerebras-pytorch $CSTORCH_VERSION, gigagpt from $ROOT)"
+else
+    [[ -x "$VENV/bin/python" ]] || "$PY" -m venv "$VENV"
+    "$VENV/bin/python" -m pip install --quiet --upgrade pip
+    "$VENV/bin/python" -m pip install "cerebras-pytorch==$CSTORCH_VERSION"
+    # Constrain the extras to what cstorch installed, so nothing upgrades torch or numpy.
+    CONSTRAINTS="$(mktemp)"
+    trap 'rm -f "$CONSTRAINTS"' EXIT
+    "$VENV/bin/python" -m pip freeze | grep -Ei '^(torch|numpy)==' > "$CONSTRAINTS"
+    "$VENV/bin/python" -m pip install -c "$CONSTRAINTS" "${EXTRA_DEPS[@]}"
+    "$VENV/bin/python" -m pip install --no-deps --no-build-isolation -e "$ROOT" \
+        || "$VENV/bin/python" -m pip install --no-deps -e "$ROOT"
+    "$VENV/bin/python" - <<'EOF'
 import torch, numpy, cerebras.pytorch as cstorch, gigagpt
 print(f"cerebras_env: ok: cerebras-pytorch {cstorch.__version__}, torch {torch.__version__}, numpy {numpy.__version__}")
 EOF
-echo "cerebras_env: done. Activate with: . $VENV/bin/activate   (its bin/ holds torch-cirh-opt, needed for CSX lowering)"
+fi
+
+# The Jupyter kernel notebook 04 asks for ("gigagpt-cerebras"), registered in this env and, when it exists,
+# in the main .venv too, so `make lab` and the course runner find it.
+for prefix in "$VENV" "$ROOT/.venv"; do
+    if [[ -d "$prefix" ]]; then
+        # (its warning that another env's prefix "may not be found" is expected: that env's Jupyter finds it)
+        out="$("$VENV/bin/python" -m ipykernel install --prefix "$prefix" --name gigagpt-cerebras \
+            --display-name "Python 3.11 (cerebras-pytorch $CSTORCH_VERSION)" 2>&1)" || { echo "$out" >&2; exit 1; }
+    fi
+done
+echo "cerebras_env: done. Use $VENV/bin/gigagpt, or activate with: . $VENV/bin/activate"

@@ -24,6 +24,8 @@ import dataclasses
 import math
 import os
 import re
+import shutil
+import sys
 from collections import Counter
 from contextlib import nullcontext
 from pathlib import Path
@@ -196,6 +198,10 @@ def _cstorch_backend(run):
         return existing
     if run.backend == "CPU":
         return cstorch.backend("CPU", artifact_dir=artifact_dir)
+    # CSX lowering runs torch-cirh-opt, which the wheel installs beside this Python: find it unactivated too.
+    bin_dir = str(Path(sys.executable).parent)
+    if shutil.which("torch-cirh-opt") is None and (Path(bin_dir) / "torch-cirh-opt").exists():
+        os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
     cluster = {"num_csx": run.num_csx, "mount_dirs": run.mount_dirs, "python_paths": run.python_paths}
     if run.mgmt_address:
         cluster["mgmt_address"] = run.mgmt_address
@@ -269,7 +275,7 @@ def compiled_graph(artifact_dir):
 
 DTYPE_BYTES = {"f64": 8, "i64": 8, "f32": 4, "i32": 4, "bf16": 2, "f16": 2, "i16": 2, "i8": 1, "ui8": 1, "i1": 1}
 _LOC = re.compile(r"^#loc(\d+) = loc\((.*)\)\s*$")
-_OP = re.compile(r"^\s*%[\w#]+(?::\d+)? = ([a-z_]+\.\w+)(.*?)\s+loc\(#loc(\d+)\)\s*$")
+_OP = re.compile(r"^\s*%[\w#]+(?::\d+)?(?:, %[\w#]+)* = ([a-z_]+\.\w+)(.*?)\s+loc\(#loc(\d+)\)\s*$")
 _ARG = re.compile(r"%arg\d+: (tensor<[^>]*>) \{[^}]*?(?:tf\.resource_name|cs\.input_name) = \"([^\"]+)\"")
 _TENSOR = re.compile(r"tensor<([^>]*)>")
 
@@ -309,7 +315,8 @@ def graph_summary(path):
       ops:      Counter of op name -> count
       phases:   Counter of (phase, op name) -> count, phase one of forward/backward/gradient clipping/optimizer/lr schedule
       order:    the phase of every op, in program order (where the optimizer and the schedule sit in the graph)
-      tensors:  [(bytes, shape, dtype, op, scope)] of op results, biggest first, one row per distinct (shape, dtype, op)
+      tensors:  op results grouped by (shape, dtype), biggest first: dicts with shape, dtype, bytes, count (how many
+                results have it), ops (Counter of the ops producing it) and scope (the first producer's module/op)
       state:    [(name, shape, dtype, bytes)] graph inputs: model weights, optimizer and schedule state, the batch
     """
     text = Path(path).read_text()
@@ -319,7 +326,7 @@ def graph_summary(path):
             m = _LOC.match(line)
             if m:
                 locs[m.group(1)] = m.group(2)
-    ops, phases, order, seen, tensors = Counter(), Counter(), [], set(), []
+    ops, phases, order, tensors = Counter(), Counter(), [], {}
     for line in text.splitlines():
         m = _OP.match(line)
         if not m:
@@ -334,12 +341,13 @@ def graph_summary(path):
         scope = loc.split('"')[1] if loc.count('"') >= 2 else ""
         for t in _TENSOR.findall(result):
             shape, dtype, nbytes = tensor_type(t)
-            if (shape, dtype, op) not in seen:
-                seen.add((shape, dtype, op))
-                tensors.append((nbytes, shape, dtype, op, scope))
-    tensors.sort(key=lambda row: -row[0])
+            row = tensors.setdefault((shape, dtype), {"shape": shape, "dtype": dtype, "bytes": nbytes,
+                                                      "count": 0, "ops": Counter(), "scope": scope})
+            row["count"] += 1
+            row["ops"][op] += 1
     state = []
     for t, name in _ARG.findall(text):
         shape, dtype, nbytes = tensor_type(t)
         state.append((name.removeprefix("state."), shape, dtype, nbytes))
+    tensors = sorted(tensors.values(), key=lambda row: -row["bytes"])
     return {"ops": ops, "phases": phases, "order": order, "tensors": tensors, "state": state}
