@@ -3,6 +3,7 @@
 `gigagpt info`, the memory guard in `train` and notebook 05 all read these functions, and the tests check
 them against real (meta-device) models.
 """
+import math
 import os
 
 from gigagpt.errors import GigaGPTError
@@ -108,3 +109,107 @@ def check_fits(cfg, batch_size, sequence_length, dtype, device, shards=1, checkp
             f"(torchrun --nproc_per_node 8 -m gigagpt train ...) or a Cerebras cluster (--backend CSX)"
         )
     return need
+
+
+# --- Scaling out: FSDP over many GPUs, Cerebras weight streaming, time to train (notebook 05) ---
+
+# Peak dense bf16 matmul FLOP/s and memory per device, as their makers publish them:
+# - NVIDIA H100 SXM5 datasheet: 989 TFLOPS BF16 Tensor Core dense (1,979 "with sparsity"), 80 GB HBM3.
+# - NVIDIA H200 SXM datasheet: the same Hopper tensor cores (989 TFLOPS dense BF16), 141 GB HBM3e.
+# - Cerebras CS-3 (WSE-3) announcement, 13 March 2024: "125 petaflops of peak AI" compute, 44 GB of on-wafer
+#   SRAM, MemoryX external memory of 1.5 TB, 12 TB or 1.2 PB for the weights. Cerebras gives no dense bf16
+#   figure, so estimates from this peak are optimistic.
+ACCELERATORS = {
+    "H100": {"peak_flops": 989e12, "memory": 80e9},
+    "H200": {"peak_flops": 989e12, "memory": 141e9},
+    "CS-3": {"peak_flops": 125e15, "memory": 44e9, "memoryx": 1.2e15},
+}
+
+
+def fsdp_units(cfg):
+    """Parameters in FSDP's all-gather units as gigagpt shards them: one block each, and the root
+    (token and position embeddings, which the LM head shares, and the final LayerNorm)."""
+    final_norm = cfg.width * (1 + int(cfg.bias))
+    return {
+        "block": (param_count(cfg, embeddings=False) - final_norm) // cfg.depth,
+        "root": (cfg.vocab_size + cfg.max_position_embeddings) * cfg.width + final_norm,
+    }
+
+
+def fsdp_memory(cfg, micro_batch, sequence_length, gpus, dtype="bfloat16", checkpointing=True):
+    """Bytes per GPU when FSDP shards weights, gradients and AdamW state over `gpus` GPUs, each running
+    `micro_batch` sequences at a time.
+
+    On top of its shards, a GPU holds the gathered weights of the unit it computes and of the one it
+    prefetches (in the compute dtype), and in the backward pass that unit's full fp32 gradient before the
+    reduce-scatter. An estimate, like activation_bytes.
+    """
+    memory = training_memory(cfg, micro_batch, sequence_length, dtype, shards=gpus, checkpointing=checkpointing)
+    del memory["total"]
+    unit = max(fsdp_units(cfg).values())
+    memory["gathered"] = unit * (2 * (4 if dtype == "float32" else 2) + 4)
+    memory["total"] = sum(memory.values())
+    return memory
+
+
+def gpus_needed(cfg, sequence_length, gpu_memory, dtype="bfloat16", checkpointing=True, usable=0.9):
+    """Fewest GPUs with `gpu_memory` bytes each (of which `usable` is usable) that can train `cfg` with FSDP
+    at one sequence per GPU (gradient accumulation makes up the batch).
+
+    None when no number can: one sequence's activations plus the gathered units overflow a GPU by
+    themselves, and only splitting layers or sequences (tensor / sequence parallelism) would help.
+    """
+    one = fsdp_memory(cfg, 1, sequence_length, 1, dtype, checkpointing)
+    state = one["weights"] + one["gradients"] + one["optimizer"]
+    room = usable * gpu_memory - one["activations"] - one["gathered"]
+    return max(1, math.ceil(state / room)) if room > 0 else None
+
+
+def weight_streaming_memory(cfg, micro_batch, sequence_length, dtype="bfloat16"):
+    """Cerebras weight streaming: bytes in MemoryX and on the wafer.
+
+    MemoryX, outside the wafer, keeps the fp32 weights and AdamW's two moments and applies the update; the
+    wafer receives the weights one layer at a time, sends gradients back, and keeps the activations of the
+    micro-batch in flight (the compiler picks the micro-batch). Model size is bounded by MemoryX, not the wafer.
+    """
+    n, d = param_count(cfg), cfg.width
+    largest_matrix = max(4 * d * d, 3 * d * d, cfg.vocab_size * d)  # MLP fc, attention qkv, LM head
+    return {
+        "memoryx": 12 * n,
+        "wafer_weights": largest_matrix * BYTES[dtype],
+        "wafer_activations": activation_bytes(cfg, micro_batch, sequence_length, dtype),
+    }
+
+
+def training_seconds(cfg, tokens, sequence_length, devices, peak_flops, utilization):
+    """Wall-clock seconds to train on `tokens` tokens with `devices` devices of `peak_flops` each.
+
+    `utilization` is the model FLOPs utilization (MFU): the share of the peak that training really reaches.
+    """
+    return flops_per_token(cfg, sequence_length) * tokens / (devices * peak_flops * utilization)
+
+
+def cluster_plan(cfg, batch_size, sequence_length, gpus, gpu="H100", tokens=None, utilization=0.4,
+                 checkpointing=True):
+    """One look at training `cfg` with FSDP on `gpus` GPUs of kind `gpu` (notebook 05's explorer).
+
+    The global batch is split evenly (batch_size / gpus sequences per GPU at once, no accumulation);
+    `tokens` defaults to 20 per parameter (Hoffmann et al. 2022, 'Chinchilla').
+    """
+    spec = ACCELERATORS[gpu]
+    n = param_count(cfg)
+    tokens = 20 * n if tokens is None else tokens
+    micro_batch = max(1, batch_size // gpus)
+    per_gpu = fsdp_memory(cfg, micro_batch, sequence_length, gpus, checkpointing=checkpointing)
+    seconds = training_seconds(cfg, tokens, sequence_length, gpus, spec["peak_flops"], utilization)
+    return {
+        "parameters": n,
+        "training_state_bytes": 16 * n,  # fp32 weights and gradients, AdamW's two moments
+        "micro_batch": micro_batch,
+        "per_gpu_bytes": per_gpu["total"],
+        "fits": per_gpu["total"] <= 0.9 * spec["memory"] and batch_size >= gpus,
+        "gpus_needed": gpus_needed(cfg, sequence_length, spec["memory"], checkpointing=checkpointing),
+        "tokens": tokens,
+        "flops": flops_per_token(cfg, sequence_length) * tokens,
+        "days": seconds / 86400,
+    }
