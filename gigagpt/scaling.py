@@ -165,7 +165,7 @@ def gpus_needed(cfg, sequence_length, gpu_memory, dtype="bfloat16", checkpointin
     return max(1, math.ceil(state / room)) if room > 0 else None
 
 
-def weight_streaming_memory(cfg, micro_batch, sequence_length, dtype="bfloat16"):
+def weight_streaming_memory(cfg, micro_batch, sequence_length, dtype="bfloat16", checkpointing=False):
     """Cerebras weight streaming: bytes in MemoryX and on the wafer.
 
     MemoryX, outside the wafer, keeps the fp32 weights and AdamW's two moments and applies the update; the
@@ -177,7 +177,7 @@ def weight_streaming_memory(cfg, micro_batch, sequence_length, dtype="bfloat16")
     return {
         "memoryx": 12 * n,
         "wafer_weights": largest_matrix * BYTES[dtype],
-        "wafer_activations": activation_bytes(cfg, micro_batch, sequence_length, dtype),
+        "wafer_activations": activation_bytes(cfg, micro_batch, sequence_length, dtype, checkpointing),
     }
 
 
