@@ -1,4 +1,4 @@
-"""The `gigagpt` command: prepare, train, sample, info (and bench)."""
+"""The `gigagpt` command: prepare, train, sample, info, convert, bench."""
 import argparse
 import sys
 
@@ -69,6 +69,16 @@ def cmd_info(args, overrides):
     print(f"FLOPs per step        {fpt * r.batch_size * r.sequence_length:>22.3e}")
 
 
+def cmd_bench(args, overrides):
+    from gigagpt.bench import format_table, run_bench
+
+    variants = args.variants.split(",") if args.variants else None
+    result = run_bench(args.configs, overrides, variants, args.steps, args.rounds, args.warmup, args.text, args.json,
+                       args.matmul_size, log=lambda msg: print(msg, file=sys.stderr))
+    print(format_table(result))
+    print(f"(full results: {args.json})")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="gigagpt", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -93,12 +103,22 @@ def main(argv=None):
     p.add_argument("checkpoint_dir", help="out_dir/checkpoint_STEP folder written under torchrun")
     p.add_argument("out", help="the .pt file to write")
 
+    p = sub.add_parser("bench", help="peak FLOP/s, then training speed and MFU of CONFIG ... [--key value ...]")
+    p.add_argument("configs", nargs="*", help="configs to time (config-key overrides go after them)")
+    p.add_argument("--variants", help="comma-separated, e.g. fp32,bf16,bf16+compile,fp32+explicit,fp32+fused")
+    p.add_argument("--steps", type=int, default=3, help="timed steps per variant and round")
+    p.add_argument("--rounds", type=int, default=3, help="rounds (variants take turns each round)")
+    p.add_argument("--warmup", type=int, default=2, help="untimed steps after the first")
+    p.add_argument("--text", default="data/tinyshakespeare.txt", help="text for the data-preparation benchmark")
+    p.add_argument("--json", default="out/bench.json", help="where to write the full results")
+    p.add_argument("--matmul_size", type=int, help="n of the n x n peak matmul (default 2048 CPU, 8192 GPU)")
+
     args, rest = parser.parse_known_args(argv)
     try:
-        if args.command in ("train", "info"):
+        if args.command in ("train", "info", "bench"):
             from gigagpt.config import parse_overrides
 
-            {"train": cmd_train, "info": cmd_info}[args.command](args, parse_overrides(rest))
+            {"train": cmd_train, "info": cmd_info, "bench": cmd_bench}[args.command](args, parse_overrides(rest))
         else:
             if rest:
                 parser.error(f"unrecognized arguments: {' '.join(rest)}")

@@ -71,10 +71,13 @@ class TorchBackend(Backend):
             model.compile()  # compiles forward in place; state_dict keys stay the same
         return model
 
-    def make_optimizer(self, param_groups, run):
-        fused = self.device.type == "cuda"  # one kernel for all parameters
+    def make_optimizer(self, param_groups, run, implementation=None):
+        """AdamW: "fused" (one kernel for all parameters), "foreach" or "loop"; `gigagpt bench` compares them."""
+        if implementation is None:
+            implementation = "fused" if self.device.type == "cuda" else "loop"
         return torch.optim.AdamW(
-            param_groups, lr=run.learning_rate, betas=(0.9, 0.95), eps=run.adam_epsilon, fused=fused
+            param_groups, lr=run.learning_rate, betas=(0.9, 0.95), eps=run.adam_epsilon,
+            fused=implementation == "fused", foreach=implementation == "foreach",
         )
 
     def make_scheduler(self, optimizer, run):

@@ -1,0 +1,418 @@
+"""`gigagpt bench`: how fast training runs here, measured against what this machine can do at all.
+
+    gigagpt bench configs/shakespeare_char.yaml           # table to the terminal, JSON to out/bench.json
+    gigagpt bench configs/111m.yaml --batch_size 8 --sequence_length 256 --variants fp32,bf16
+
+1. Peak: one large matmul in fp32 and in bf16, timed like everything else (median after warm-up). No
+   training step does better, so it is the honest denominator of model FLOPs utilization (MFU).
+2. Per config: the step `gigagpt train` runs (`train.make_training_step`: forward, backward, clipping,
+   AdamW, schedule) in the variants that matter: precision, attention kernel, torch.compile, AdamW
+   implementation. MFU = model FLOPs per step (`scaling.flops_per_token`, the same count for every variant)
+   / median step time / peak, against the nominal (datasheet) peak and against the measured one.
+3. Data: `data.prepare` throughput against raw tiktoken encoding of the same text.
+
+Variants are named precision[+modifier...]: fp32 or bf16 (autocast), then +sdpa or +explicit (attention),
++compile, +fused, +foreach or +loop (AdamW). What a name leaves out is the config's and the backend's default.
+On a CPU shared with other work numbers are low and noisy: variants run interleaved, round by round, so
+they see the same load, and the header reports the load average.
+"""
+import gc
+import json
+import os
+import platform
+import statistics
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from gigagpt import data, scaling
+from gigagpt.backends.plain import TorchBackend, resolve_device, resolve_dtype
+from gigagpt.errors import GigaGPTError
+from gigagpt.train import make_training_step, param_groups
+
+DTYPES = {"fp32": "float32", "bf16": "bfloat16"}
+SHORT = {v: k for k, v in DTYPES.items()}
+# Datasheet dense peaks in TFLOP/s, (fp32 without tensor cores, bf16 tensor cores), matched in this order
+# against torch.cuda.get_device_name(): the first name it contains wins.
+GPU_PEAKS = {
+    "H100 PCIe": (51.2, 756.0), "H100 NVL": (60.0, 835.0), "GH200": (66.9, 989.4), "H100": (66.9, 989.4),
+    "H200": (66.9, 989.4), "A100": (19.5, 312.0), "L40S": (91.6, 362.1), "L40": (90.5, 181.0),
+    "L4": (30.3, 121.0), "A10": (31.2, 125.0), "RTX 4090": (82.6, 165.2), "RTX 3090": (35.6, 71.0),
+}
+
+
+def default_variants(device):
+    """What is worth comparing: the plain baseline (speed-ups are relative to it), then one change at a time."""
+    if device.type == "cuda":  # torch.optim.AdamW's own default is foreach on GPUs, a Python loop on CPUs
+        return ["fp32+foreach", "fp32", "bf16", "bf16+explicit", "bf16+foreach", "bf16+compile"]
+    return ["fp32+loop", "fp32", "fp32+explicit", "fp32+compile", "bf16"]
+
+
+def parse_variant(name):
+    """'bf16+compile' -> {'name', 'dtype', 'attention', 'compile', 'optimizer'}; None means 'the default'."""
+    precision, *modifiers = name.split("+")
+    if precision not in DTYPES:
+        raise GigaGPTError(f"variant {name!r} must start with fp32 or bf16 (e.g. bf16+compile)")
+    variant = {"name": name, "dtype": DTYPES[precision], "attention": None, "compile": False, "optimizer": None}
+    for m in modifiers:
+        if m in ("sdpa", "explicit"):
+            variant["attention"] = m
+        elif m == "compile":
+            variant["compile"] = True
+        elif m in ("fused", "foreach", "loop"):
+            variant["optimizer"] = m
+        else:
+            raise GigaGPTError(f"unknown variant modifier {m!r} in {name!r}: use sdpa, explicit, compile, "
+                               f"fused, foreach or loop")
+    return variant
+
+
+# --- the machine's limit -------------------------------------------------------------------------------------
+
+def synchronize(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
+def matmul_peak(device, dtype, size=None, repeats=10):
+    """FLOP/s of one (size x size) @ (size x size) matmul: median and best of `repeats` after warm-up."""
+    size = size or (8192 if device.type == "cuda" else 2048)
+    a, b = (torch.randn(size, size, device=device, dtype=getattr(torch, dtype)) for _ in range(2))
+    seconds = []
+    for i in range(repeats + 2):  # two warm-ups: first-call allocation and kernel selection
+        synchronize(device)
+        start = time.perf_counter()
+        a @ b
+        synchronize(device)
+        if i >= 2:
+            seconds.append(time.perf_counter() - start)
+    flops = 2 * size**3
+    return {"size": size, "median": flops / statistics.median(seconds), "best": flops / min(seconds)}
+
+
+def _cpuinfo():
+    try:
+        with open("/proc/cpuinfo") as f:
+            block = f.read().split("\n\n")[0]
+    except OSError:
+        return {}
+    return {k.strip(): v.strip() for k, _, v in (line.partition(":") for line in block.splitlines())}
+
+
+def gpu_peak(name):
+    """(fp32, bf16) datasheet FLOP/s for a CUDA device name, or (None, None)."""
+    peak = next((p for key, p in GPU_PEAKS.items() if key in name), None)
+    return (peak[0] * 1e12, peak[1] * 1e12) if peak else (None, None)
+
+
+def nominal_peak(device):
+    """Datasheet peak FLOP/s {'float32', 'bfloat16', 'source'}; None where unknown.
+
+    GPUs: the vendor's dense numbers. CPUs: an estimate, threads x clock x FLOPs per cycle of the widest
+    matmul instructions the CPU has (AVX-512/AVX2 FMA, AVX512-BF16, AMX) — good to a factor of ~1.5,
+    which is why MFU is also reported against the measured peak.
+    """
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+        fp32, bf16 = gpu_peak(name)
+        source = f"{name}: datasheet, dense" if bf16 else f"{name}: not in gigagpt.bench.GPU_PEAKS"
+        return {"float32": fp32, "bfloat16": bf16, "source": source}
+    info = _cpuinfo()
+    flags = set(info.get("flags", "").split())
+    mhz = float(info.get("cpu MHz", 0) or 0)
+    try:  # the boost clock, where the OS shows it (not in most VMs)
+        mhz = max(mhz, int(Path("/sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq").read_text()) / 1000)
+    except (OSError, ValueError):
+        pass
+    if device.type != "cpu" or not mhz:
+        return {"float32": None, "bfloat16": None, "source": "unknown"}
+    zen4 = info.get("vendor_id") == "AuthenticAMD" and info.get("cpu family") == "25"
+    if "avx512f" in flags:
+        fp32 = 32 if zen4 else 64  # two 512-bit FMA units; Zen 4 runs 512-bit FMAs on 256-bit units
+    else:
+        fp32 = 32 if "fma" in flags else 8
+    bf16 = 1024 if "amx_bf16" in flags else 2 * fp32 if "avx512_bf16" in flags else fp32
+    threads = torch.get_num_threads()
+    hz = threads * mhz * 1e6
+    return {"float32": hz * fp32, "bfloat16": hz * bf16,
+            "source": f"estimate: {threads} threads x {mhz / 1000:.2f} GHz x {fp32} (fp32) / {bf16} (bf16) FLOP/cycle"}
+
+
+def machine(device):
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+    else:
+        name = _cpuinfo().get("model name") or platform.processor() or platform.machine()
+    return {"device": str(device), "name": name, "threads": torch.get_num_threads(), "torch": torch.__version__,
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(), "cpus": os.cpu_count(),
+            "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else None}
+
+
+# --- the training step ---------------------------------------------------------------------------------------
+
+def _tensor_bytes(tensors):
+    unique = {t.data_ptr(): t.numel() * t.element_size() for t in tensors if torch.is_tensor(t)}
+    return sum(unique.values())
+
+
+def _profiled_peak_bytes(fn):
+    """Peak growth of CPU tensor memory while fn() runs, from the profiler's allocation records."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    live = peak = 0
+    for event in sorted(prof.events(), key=lambda e: e.time_range.start):
+        live += event.self_cpu_memory_usage
+        peak = max(peak, live)
+    return peak
+
+
+class StepRunner:
+    """One variant of one config: the model, optimizer and step `train` would build, fed random tokens."""
+
+    def __init__(self, cfg, variant, tokens):
+        self.variant = variant
+        model_cfg = replace(cfg.model, attention=variant["attention"] or cfg.model.attention)
+        compile_ = cfg.run.compile if variant["compile"] is None else variant["compile"]
+        run = replace(cfg.run, dtype=variant["dtype"] or cfg.run.dtype, compile=compile_,
+                      num_steps=10**9, decay_steps=cfg.run.decay_steps)
+        self.backend = backend = TorchBackend(run)
+        backend.check_fits(model_cfg)  # a clear "needs N GiB" instead of an out-of-memory crash
+        device = backend.device
+        gc.collect()  # the previous variant's tensors
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats(device)
+        self.model = backend.build_model(model_cfg, run.seed)
+        self.optimizer = optimizer = backend.make_optimizer(
+            param_groups(self.model, run.weight_decay), run, implementation=variant["optimizer"])
+        scheduler = backend.make_scheduler(optimizer, run)
+        self.step = make_training_step(backend, self.model, optimizer, scheduler, run)
+        self.batches = backend.batches(tokens, 0)
+        self.settings = {"dtype": backend.dtype, "attention": model_cfg.attention, "compile": run.compile,
+                         "optimizer": optimizer_implementation(optimizer)}
+        self.step_seconds, self.data_seconds, self.first_step_s, self.loss = [], [], None, None
+
+    def time_steps(self, n, record=True):
+        device = self.backend.device
+        for _ in range(n):
+            start = time.perf_counter()
+            _, x, y = next(self.batches)
+            synchronize(device)
+            loaded = time.perf_counter()
+            loss, _ = self.step(x, y)
+            synchronize(device)
+            end = time.perf_counter()
+            if self.first_step_s is None:
+                self.first_step_s = end - loaded  # includes torch.compile's compilation
+            elif record:
+                self.step_seconds.append(end - loaded)
+                self.data_seconds.append(loaded - start)
+        self.loss = float(loss)
+
+    def peak_memory(self):
+        """Bytes of tensors at the peak of a step: the allocator's count on a GPU; on a CPU, weights and
+        optimizer state plus the most the profiler sees a step allocate on top (activations, gradients)."""
+        device = self.backend.device
+        if device.type == "cuda":
+            return torch.cuda.max_memory_allocated(device)
+        if device.type != "cpu":
+            return None
+        state = [t for s in self.optimizer.state.values() for t in s.values()]
+        resident = _tensor_bytes([*self.model.parameters(), *self.model.buffers(), *state])
+        return resident + _profiled_peak_bytes(lambda: self.time_steps(1, record=False))
+
+
+def optimizer_implementation(optimizer):
+    d = optimizer.defaults
+    return "fused" if d.get("fused") else "foreach" if d.get("foreach") else "loop"
+
+
+def bench_config(cfg, variants, peaks, steps=3, rounds=3, warmup=2, log=print):
+    """Time `variants` of the training step of `cfg`; returns the config's result dict (rows per variant)."""
+    run, m = cfg.run, cfg.model
+    device = resolve_device(run.device)
+    micro_batch = run.batch_size // run.gradient_accumulation_steps
+    tokens_per_step = run.batch_size * run.sequence_length
+    flops_per_step = scaling.flops_per_token(m, run.sequence_length) * tokens_per_step
+    rng = np.random.default_rng(0)
+    tokens = rng.integers(0, m.vocab_size, size=max(1 << 20, 4 * tokens_per_step), dtype=np.uint16)
+    default = {"name": "default*", "dtype": None, "attention": None, "compile": None, "optimizer": None}
+    variants = [parse_variant(v) if isinstance(v, str) else v for v in variants] + [default]
+
+    # On a CPU, keep every variant alive and time them round-robin, so that all see the same background
+    # load; where that would not fit (or on a GPU, which nothing else shares), one variant after another.
+    need = scaling.training_memory(m, micro_batch, run.sequence_length, "float32")["total"] * len(variants)
+    interleave = device.type == "cpu" and need < 0.5 * scaling.available_memory("cpu")
+    rows, runners = [], []
+    for variant in variants:
+        row = {"variant": variant["name"]}
+        rows.append(row)
+        try:
+            runner = StepRunner(cfg, variant, tokens)
+            row.update(runner.settings)
+            duplicate = next((r for r in rows[:-1] if all(r.get(k) == row[k] for k in runner.settings)), None)
+            if duplicate:  # e.g. the default is one of the named variants: time it once
+                rows.pop()
+                duplicate["variant"] += "*" if variant is default else f" = {variant['name']}"
+                continue
+            log(f"  {variant['name']}: warming up")
+            runner.time_steps(warmup + 1)  # the first step (compilation, lazy state), then `warmup` more
+            row["peak_memory_bytes"] = runner.peak_memory()
+            if not interleave:
+                runner.time_steps(steps * rounds)
+                _finish(row, runner, tokens_per_step, flops_per_step, peaks)
+                del runner
+            else:
+                runners.append((row, runner))
+        except (GigaGPTError, torch.OutOfMemoryError) as e:
+            row["skipped"] = str(e).splitlines()[0]
+        except Exception as e:  # e.g. torch.compile without a C++ compiler: report it, bench the rest
+            row["skipped"] = f"failed: {type(e).__name__}: {str(e).strip().splitlines()[0][:200]}"
+    for r in range(rounds):
+        log(f"  round {r + 1}/{rounds}")
+        for _, runner in runners:
+            runner.time_steps(steps)
+    for row, runner in runners:
+        _finish(row, runner, tokens_per_step, flops_per_step, peaks)
+
+    baseline = rows[0] if "tokens_per_s" in rows[0] else None  # the first variant listed
+    for row in rows:
+        if baseline and "tokens_per_s" in row:
+            row["speedup"] = row["tokens_per_s"] / baseline["tokens_per_s"]
+    return {"model": {k: getattr(m, k) for k in ("width", "depth", "heads", "vocab_size", "attention")},
+            "parameters": scaling.param_count(m), "batch_size": run.batch_size, "micro_batch": micro_batch,
+            "sequence_length": run.sequence_length, "tokens_per_step": tokens_per_step,
+            "flops_per_step": flops_per_step, "baseline": baseline and baseline["variant"], "variants": rows}
+
+
+def _finish(row, runner, tokens_per_step, flops_per_step, peaks):
+    step_s = statistics.median(runner.step_seconds)
+    flops = flops_per_step / step_s
+    row.update(step_s=step_s, step_s_best=min(runner.step_seconds), first_step_s=runner.first_step_s,
+               data_s=statistics.median(runner.data_seconds), tokens_per_s=tokens_per_step / step_s,
+               flops_per_s=flops, loss=runner.loss)
+    for kind in ("measured", "nominal"):
+        peak = peaks[kind].get(row["dtype"])
+        row[f"mfu_{kind}"] = flops / peak if peak else None
+
+
+# --- data preparation ----------------------------------------------------------------------------------------
+
+def bench_data(text_file, tokenizer="gpt2"):
+    """Tokens/s of `data.prepare` (read, hash, encode in parallel, write) vs. raw tiktoken on the same text."""
+    from gigagpt.tokenizer import get_encoding
+
+    text = Path(text_file).read_text(encoding="utf-8")
+    enc = get_encoding(tokenizer)
+    threads = os.cpu_count() or 1
+    enc.encode_ordinary(text[:10_000])  # warm-up
+    start = time.perf_counter()
+    n = len(enc.encode_ordinary(text))
+    one_thread = time.perf_counter() - start
+    chunks = [text[i:i + (1 << 16)] for i in range(0, len(text), 1 << 16)]  # cuts may split a word: speed only
+    start = time.perf_counter()
+    enc.encode_ordinary_batch(chunks, num_threads=threads)
+    batched = time.perf_counter() - start
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        meta = data.prepare(text_file, tmp, tokenizer=tokenizer)
+        prepare_s = time.perf_counter() - start
+        tokens = data.load_tokens(tmp, "train")
+        rng = np.random.default_rng(0)
+        start = time.perf_counter()
+        for _ in range(100):
+            data.get_batch(tokens, 32, 256, rng)
+        batch_s = (time.perf_counter() - start) / 100
+    return {"text": str(text_file), "characters": len(text), "tokens": n, "tokenizer": tokenizer,
+            "threads": threads, "tiktoken_1_thread_tokens_per_s": n / one_thread,
+            "tiktoken_batch_tokens_per_s": n / batched,
+            "prepare_tokens_per_s": (meta["train_tokens"] + meta["val_tokens"]) / prepare_s,
+            "get_batch_32x256_s": batch_s}
+
+
+# --- the whole benchmark -------------------------------------------------------------------------------------
+
+def run_bench(config_paths=(), overrides=None, variants=None, steps=3, rounds=3, warmup=2, text_file=None,
+              json_path=None, matmul_size=None, log=print):
+    """Measure the peak, every config in every variant, and data preparation; returns (and saves) a dict."""
+    from gigagpt.config import load_config
+
+    overrides = dict(overrides or {})
+    configs = {str(p): load_config(p, **overrides) for p in config_paths}  # all errors before any timing
+    device = resolve_device(overrides.get("device", next(iter(configs.values())).run.device if configs else "auto"))
+    names = variants or default_variants(device)
+    for name in names:
+        parse_variant(name)
+    result = {"machine": machine(device), "overrides": overrides, "peak": {}, "configs": {},
+              "settings": {"steps": steps, "rounds": rounds, "warmup": warmup, "variants": names}}
+    log(f"peak matmul on {device} ...")
+    measured = {dtype: matmul_peak(device, dtype, matmul_size) for dtype in ("float32", "bfloat16")}
+    nominal = nominal_peak(device)
+    result["peak"] = {"measured": measured, "nominal": nominal}
+    peaks = {"measured": {k: v["median"] for k, v in measured.items()}, "nominal": nominal}
+    for path, cfg in configs.items():
+        log(f"{path}: {', '.join(names)} (+ default)")
+        result["configs"][path] = bench_config(cfg, names, peaks, steps, rounds, warmup, log)
+    if text_file and Path(text_file).is_file():
+        log(f"data preparation: {text_file}")
+        result["data"] = bench_data(text_file)
+    result["machine"]["load_average_after"] = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    if json_path:
+        Path(json_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(json_path).write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def _num(x, scale=1.0, fmt="{:,.0f}"):
+    return "-" if x is None else fmt.format(x / scale)
+
+
+def format_table(result):
+    """The result as text: header, peak, one table per config, data preparation."""
+    mach, peak = result["machine"], result["peak"]
+    G = 1e9
+    lines = [f"gigagpt bench on {mach['device']}: {mach['name']}, {mach['threads']} threads, torch {mach['torch']}"
+             f" ({mach['cpu_capability']}); load average {mach['load_average']:.1f} before, "
+             f"{mach.get('load_average_after') or 0:.1f} after"]
+    for dtype in ("float32", "bfloat16"):
+        m = peak["measured"][dtype]
+        lines.append(f"  peak {SHORT[dtype]} matmul {m['size']}^2: {_num(m['median'], G)} GFLOP/s median "
+                     f"(best {_num(m['best'], G)}); nominal {_num(peak['nominal'][dtype], G)}")
+    lines.append(f"  nominal: {peak['nominal']['source']}")
+    for path, c in result["configs"].items():
+        lines += ["", f"{path}: {c['parameters'] / 1e6:,.1f}M parameters, batch {c['batch_size']} x "
+                      f"{c['sequence_length']} = {c['tokens_per_step']:,} tokens/step, "
+                      f"{c['flops_per_step'] / G:,.1f} GFLOP/step"]
+        head = (f"  {'variant':<22}{'dtype':>6}{'attn':>9}{'compile':>8}{'adamw':>8}{'step ms':>9}{'tokens/s':>10}"
+                f"{'speedup':>8}{'MFU meas':>9}{'MFU nom':>8}{'mem MiB':>8}{'1st s':>7}{'data ms':>8}")
+        lines += [head, "  " + "-" * (len(head) - 2)]
+        for r in c["variants"]:
+            if "skipped" in r:
+                lines.append(f"  {r['variant']:<22}skipped: {r['skipped']}")
+                continue
+            pct = lambda x: "-" if x is None else f"{100 * x:.0f}%"  # noqa: E731
+            lines.append(
+                f"  {r['variant']:<22}{SHORT[r['dtype']]:>6}{r['attention']:>9}{'yes' if r['compile'] else 'no':>8}"
+                f"{r['optimizer']:>8}{_num(r['step_s'], 1e-3, '{:,.1f}'):>9}{_num(r['tokens_per_s']):>10}"
+                f"{_num(r.get('speedup'), 1, '{:.2f}x'):>8}{pct(r['mfu_measured']):>9}{pct(r['mfu_nominal']):>8}"
+                f"{_num(r['peak_memory_bytes'], 2**20):>8}{_num(r['first_step_s'], 1, '{:.1f}'):>7}"
+                f"{_num(r['data_s'], 1e-3, '{:.2f}'):>8}")
+        lines.append("  * what `gigagpt train` runs with this config; speed-up against the first row; "
+                     "MFU against the measured and the nominal peak of the row's precision")
+    d = result.get("data")
+    if d:
+        M = 1e6
+        lines += ["", f"data preparation ({d['tokenizer']}, {d['text']}, {d['tokens']:,} tokens, "
+                      f"{d['threads']} threads): tiktoken {d['tiktoken_1_thread_tokens_per_s'] / M:.2f}M tokens/s on 1 thread, "
+                      f"{d['tiktoken_batch_tokens_per_s'] / M:.2f}M batched; gigagpt prepare "
+                      f"{d['prepare_tokens_per_s'] / M:.2f}M tokens/s; get_batch(32 x 256) "
+                      f"{d['get_batch_32x256_s'] * 1e3:.2f} ms"]
+    return "\n".join(lines)

@@ -1,0 +1,110 @@
+"""gigagpt bench: well-formed, self-consistent results on a tiny config (correctness only, nothing timed)."""
+import json
+import math
+
+import pytest
+import torch
+import yaml
+
+from gigagpt import GigaGPTError
+from gigagpt.bench import bench_data, default_variants, format_table, gpu_peak, parse_variant, run_bench
+from gigagpt.cli import main
+
+from conftest import REPO
+
+TINY = dict(width=32, depth=2, heads=2, vocab_size=65, max_position_embeddings=128, dropout=0.0,
+            batch_size=4, sequence_length=128, device="cpu", dtype="auto")
+FAST = dict(steps=1, rounds=2, warmup=1, matmul_size=128)
+
+
+@pytest.fixture
+def tiny_config(tmp_path):
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(TINY))
+    return path
+
+
+def test_variant_names():
+    assert parse_variant("bf16+compile+explicit") == {
+        "name": "bf16+compile+explicit", "dtype": "bfloat16", "attention": "explicit", "compile": True,
+        "optimizer": None}
+    assert parse_variant("fp32+foreach")["optimizer"] == "foreach"
+    for device in ("cpu", "cuda"):
+        assert all(parse_variant(v) for v in default_variants(torch.device(device)))
+    for bad in ("fp16", "fp32+flash", "bf16+"):
+        with pytest.raises(GigaGPTError):
+            parse_variant(bad)
+
+
+def test_gpu_peaks_by_device_name():
+    assert gpu_peak("NVIDIA H100 80GB HBM3") == pytest.approx((66.9e12, 989.4e12))
+    assert gpu_peak("NVIDIA H200")[1] == gpu_peak("NVIDIA GH200 480GB")[1] == pytest.approx(989.4e12)
+    assert gpu_peak("NVIDIA H100 PCIe")[1] == pytest.approx(756e12)
+    assert gpu_peak("NVIDIA A100-SXM4-80GB")[1] == pytest.approx(312e12)
+    assert gpu_peak("NVIDIA A10")[1] == pytest.approx(125e12) and gpu_peak("NVIDIA L4")[1] == pytest.approx(121e12)
+    assert gpu_peak("Some Future GPU") == (None, None)
+
+
+def test_bench_result_is_consistent(tiny_config, tmp_path):
+    out = tmp_path / "bench.json"
+    variants = ["fp32+loop", "fp32+fused", "fp32+explicit", "bf16"]
+    result = run_bench([tiny_config], variants=variants, json_path=out, log=lambda msg: None, **FAST)
+    assert json.loads(out.read_text()) == json.loads(json.dumps(result))
+
+    for dtype in ("float32", "bfloat16"):
+        peak = result["peak"]["measured"][dtype]
+        assert peak["size"] == 128 and 0 < peak["median"] <= peak["best"]
+
+    c = result["configs"][str(tiny_config)]
+    assert c["tokens_per_step"] == 4 * 128 and c["parameters"] == 32 * (65 + 128) + 2 * (12 * 32**2 + 13 * 32) + 64
+    rows = {r["variant"].rstrip("*"): r for r in c["variants"]}
+    assert set(rows) == set(variants)  # the default (auto: fp32 on a CPU without AMX, or bf16) is one of them
+    assert sum(r["variant"].endswith("*") for r in c["variants"]) == 1
+    assert rows["fp32+loop"]["speedup"] == 1.0 and c["baseline"] == c["variants"][0]["variant"]
+    assert (rows["fp32+fused"]["optimizer"], rows["fp32+explicit"]["attention"]) == ("fused", "explicit")
+    assert rows["bf16"]["dtype"] == "bfloat16"
+    for r in rows.values():
+        assert 0 < r["step_s_best"] <= r["step_s"] and r["first_step_s"] > 0 and r["data_s"] >= 0
+        assert r["tokens_per_s"] == pytest.approx(c["tokens_per_step"] / r["step_s"])
+        assert r["flops_per_s"] == pytest.approx(c["flops_per_step"] / r["step_s"])
+        peak = result["peak"]["measured"][r["dtype"]]["median"]
+        assert r["mfu_measured"] == pytest.approx(r["flops_per_s"] / peak)
+        assert math.isfinite(r["loss"]) and abs(r["loss"] - math.log(65)) < 1.0
+        # weights + AdamW state alone are 3 x 4 bytes per parameter
+        assert r["peak_memory_bytes"] > 12 * c["parameters"]
+    # explicit attention keeps the (batch, heads, T, T) scores for the backward pass; SDPA does not
+    scores = 4 * 2 * 128 * 128 * 4
+    assert rows["fp32+explicit"]["peak_memory_bytes"] > rows["fp32+fused"]["peak_memory_bytes"] + scores
+
+    table = format_table(result)
+    assert str(tiny_config) in table and "MFU" in table and all(v in table for v in variants)
+
+
+def test_bench_skips_what_does_not_fit(tiny_config):
+    result = run_bench([REPO / "configs" / "175b.yaml"], {"device": "cpu", "batch_size": 1},
+                       variants=["fp32"], log=lambda msg: None, **FAST)
+    rows = result["configs"][str(REPO / "configs" / "175b.yaml")]["variants"]
+    assert all("GiB" in r["skipped"] for r in rows)
+    assert "skipped" in format_table(result)
+
+
+def test_bench_data(tmp_path):
+    text = tmp_path / "text.txt"
+    text.write_text((REPO / "data" / "tinyshakespeare.txt").read_text()[:50_000])
+    d = bench_data(text)
+    assert d["tokens"] > 10_000 and d["characters"] == 50_000
+    for key in ("tiktoken_1_thread_tokens_per_s", "tiktoken_batch_tokens_per_s", "prepare_tokens_per_s"):
+        assert d[key] > 0
+
+
+def test_cli_bench(tiny_config, tmp_path, capsys):
+    out = tmp_path / "b.json"
+    main(["bench", str(tiny_config), "--width", "64", "--variants", "fp32", "--steps", "1", "--rounds", "1",
+          "--warmup", "1", "--text", "", "--json", str(out), "--matmul_size", "128"])
+    printed = capsys.readouterr().out
+    assert "peak fp32 matmul" in printed and str(tiny_config) in printed
+    result = json.loads(out.read_text())
+    assert result["overrides"] == {"width": 64}
+    assert result["configs"][str(tiny_config)]["model"]["width"] == 64
+    with pytest.raises(SystemExit):
+        main(["bench", str(tiny_config), "--variants", "fp64"])
