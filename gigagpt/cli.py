@@ -64,6 +64,10 @@ def cmd_info(args, overrides):
         print(f"activations {dtype:<9} {act / G:>15,.2f} GiB  for batch {r.batch_size} x {r.sequence_length} "
               f"in one pass ({one / G:,.2f} GiB per sequence)")
     print(f"training state        {16 * n / G:>15,.2f} GiB  (fp32 weights + gradients + AdamW: 16 bytes/param)")
+    for gpu in ("H100", "H200"):
+        gpus = scaling.gpus_needed(m, r.sequence_length, scaling.ACCELERATORS[gpu]["memory"])
+        print(f"{gpu}s to train (FSDP)  {gpus if gpus else 'no number: add tensor parallelism':>15}  "
+              f"(bf16, activation checkpointing, one sequence per GPU)")
     fpt = scaling.flops_per_token(m, r.sequence_length)
     print(f"training FLOPs/token  {fpt:>22,.0f}  (6N = {6 * n:,.0f} + attention)")
     print(f"FLOPs per step        {fpt * r.batch_size * r.sequence_length:>22.3e}")

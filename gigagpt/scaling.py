@@ -101,11 +101,12 @@ def check_fits(cfg, batch_size, sequence_length, dtype, device, shards=1, checkp
     have = available_memory(device)
     if need["total"] > 0.9 * have:
         parts = ", ".join(f"{k} {v / GiB:,.1f}" for k, v in need.items() if k != "total")
-        gpus = -(-need["total"] // (70 * GiB))
+        gpus = gpus_needed(cfg, sequence_length, ACCELERATORS["H100"]["memory"])
+        fsdp = f"{gpus:,} H100s with FSDP" if gpus else "GPUs with FSDP plus tensor parallelism"
         raise GigaGPTError(
             f"{param_count(cfg) / 1e9:,.2f}B parameters need ~{need['total'] / GiB:,.0f} GiB to train "
             f"({parts} GiB; batch {batch_size} x {sequence_length}) but {device} has {have / GiB:,.0f} GiB free: "
-            f"shrink the model or batch, or go to ~{gpus:,.0f} 80 GB GPUs with FSDP "
+            f"shrink the model or batch, or go to at least {fsdp} "
             f"(torchrun --nproc_per_node 8 -m gigagpt train ...) or a Cerebras cluster (--backend CSX)"
         )
     return need
