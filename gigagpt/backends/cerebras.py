@@ -53,6 +53,9 @@ class CerebrasBackend(Backend):
             )
         if run.backend == "CPU" and (run.validate_only or run.compile_only):
             raise GigaGPTError("validate_only and compile_only lower the step for the wafer: use them with backend CSX")
+        if run.compile:
+            raise GigaGPTError("compile: true is torch.compile, for the torch backend; cstorch compiles the whole "
+                               "training step itself (set compile: false)")
         if run.backend == "CSX" and run.dtype == "float32":
             raise GigaGPTError("CSX computes in bfloat16 (with float32 weights): use dtype auto or bfloat16")
         self.cs = _cstorch_backend(run)
@@ -182,7 +185,7 @@ class CerebrasBackend(Backend):
 def _cstorch_backend(run):
     """cstorch allows one backend per process: reuse it when a second run asks for the same kind."""
     existing = current_backend(raise_exception=False, raise_warning=False)
-    artifact_dir = str(Path(run.artifact_dir).resolve())
+    artifact_dir = Path(run.artifact_dir).resolve()
     if existing is not None:
         impl = existing._impl
         same = existing.backend_type.name == run.backend and (
