@@ -124,7 +124,9 @@ def train(cfg, progress=True, on_log=None):
             "elapsed_s": now - clock["start"],
         }
         if (run.eval_interval and step % run.eval_interval == 0) or step == run.num_steps:
-            row["val_loss"] = estimate_loss(model, backend, val_tokens)
+            val_loss = estimate_loss(model, backend, val_tokens)
+            if val_loss is not None:  # None: the backend evaluates elsewhere (Cerebras CSX)
+                row["val_loss"] = val_loss
         if backend.is_main:
             rows.append(row)
             with open(metrics_path, "a") as f:
