@@ -12,7 +12,8 @@
 3. Data: `data.prepare` throughput against raw tiktoken encoding of the same text.
 
 Variants are named precision[+modifier...]: fp32 or bf16 (autocast), then +sdpa or +explicit (attention),
-+compile, +fused, +foreach or +loop (AdamW). What a name leaves out is the config's and the backend's default.
++compile, +fused, +foreach or +loop (AdamW), +pad64 (vocabulary padded to a multiple of 64). What a name
+leaves out is the config's and the backend's default.
 On a CPU shared with other work numbers are low and noisy: variants run interleaved, round by round, so
 they see the same load, and the header reports the load average.
 """
@@ -48,7 +49,7 @@ GPU_PEAKS = {
 def default_variants(device):
     """What is worth comparing: the plain baseline (speed-ups are relative to it), then one change at a time."""
     if device.type == "cuda":  # torch.optim.AdamW's own default is foreach on GPUs, a Python loop on CPUs
-        return ["fp32+foreach", "fp32", "bf16", "bf16+explicit", "bf16+foreach", "bf16+compile"]
+        return ["fp32+foreach", "fp32", "bf16", "bf16+explicit", "bf16+foreach", "bf16+pad64", "bf16+compile"]
     return ["fp32+loop", "fp32", "fp32+explicit", "fp32+compile", "bf16"]
 
 
@@ -57,9 +58,12 @@ def parse_variant(name):
     precision, *modifiers = name.split("+")
     if precision not in DTYPES:
         raise GigaGPTError(f"variant {name!r} must start with fp32 or bf16 (e.g. bf16+compile)")
-    variant = {"name": name, "dtype": DTYPES[precision], "attention": None, "compile": False, "optimizer": None}
+    variant = {"name": name, "dtype": DTYPES[precision], "attention": None, "compile": False, "optimizer": None,
+               "pad_vocab_multiple": None}
     for m in modifiers:
-        if m in ("sdpa", "explicit"):
+        if m.startswith("pad") and m[3:].isdigit() and int(m[3:]) > 0:
+            variant["pad_vocab_multiple"] = int(m[3:])
+        elif m in ("sdpa", "explicit"):
             variant["attention"] = m
         elif m == "compile":
             variant["compile"] = True
@@ -67,7 +71,7 @@ def parse_variant(name):
             variant["optimizer"] = m
         else:
             raise GigaGPTError(f"unknown variant modifier {m!r} in {name!r}: use sdpa, explicit, compile, "
-                               f"fused, foreach or loop")
+                               f"fused, foreach, loop or padN (vocabulary padded to a multiple of N)")
     return variant
 
 
@@ -179,7 +183,8 @@ class StepRunner:
 
     def __init__(self, cfg, variant, tokens):
         self.variant = variant
-        model_cfg = replace(cfg.model, attention=variant["attention"] or cfg.model.attention)
+        model_cfg = replace(cfg.model, attention=variant["attention"] or cfg.model.attention,
+                            pad_vocab_multiple=variant["pad_vocab_multiple"] or cfg.model.pad_vocab_multiple)
         compile_ = cfg.run.compile if variant["compile"] is None else variant["compile"]
         run = replace(cfg.run, dtype=variant["dtype"] or cfg.run.dtype, compile=compile_,
                       num_steps=10**9, decay_steps=cfg.run.decay_steps)
@@ -197,7 +202,8 @@ class StepRunner:
         self.step = make_training_step(backend, self.model, optimizer, scheduler, run)
         self.batches = backend.batches(tokens, 0)
         self.settings = {"dtype": backend.dtype, "attention": model_cfg.attention, "compile": run.compile,
-                         "optimizer": optimizer_implementation(optimizer)}
+                         "optimizer": optimizer_implementation(optimizer),
+                         "padded_vocab_size": model_cfg.padded_vocab_size}
         self.step_seconds, self.data_seconds, self.first_step_s, self.loss = [], [], None, None
 
     def time_steps(self, n, record=True):
@@ -244,7 +250,8 @@ def bench_config(cfg, variants, peaks, steps=3, rounds=3, warmup=2, log=print):
     flops_per_step = scaling.flops_per_token(m, run.sequence_length) * tokens_per_step
     rng = np.random.default_rng(0)
     tokens = rng.integers(0, m.vocab_size, size=max(1 << 20, 4 * tokens_per_step), dtype=np.uint16)
-    default = {"name": "default*", "dtype": None, "attention": None, "compile": None, "optimizer": None}
+    default = {"name": "default*", "dtype": None, "attention": None, "compile": None, "optimizer": None,
+               "pad_vocab_multiple": None}
     variants = [parse_variant(v) if isinstance(v, str) else v for v in variants] + [default]
 
     # On a CPU, keep every variant alive and time them round-robin, so that all see the same background

@@ -38,6 +38,7 @@ def to_hf(model: GPT):
         if tensor is None:  # bias=False: HF GPT-2 always has biases, zeros are the same function
             tensor = torch.zeros_like(hf.state_dict()[hf_name])
         theirs[hf_name] = tensor.t() if hf_name.endswith(_TRANSPOSED) else tensor
+    theirs["transformer.wte.weight"] = theirs["transformer.wte.weight"][: c.vocab_size]  # drop any padding rows
     theirs["lm_head.weight"] = theirs["transformer.wte.weight"]
     hf.load_state_dict(theirs, strict=False)  # strict=False: HF may keep non-parameter buffers (causal mask)
     return hf.eval()

@@ -23,9 +23,16 @@ class GPTConfig:
     bias: bool = True
     init_std: float = 0.02
     attention: str = "sdpa"  # "sdpa" (fused kernel) or "explicit" (plain ops, for compilers that need them)
+    pad_vocab_multiple: int = 1  # embedding rows rounded up to a multiple of this (64: faster GPU matmuls)
+
+    @property
+    def padded_vocab_size(self):
+        """Rows of the token embedding and LM head (nanoGPT pads GPT-2's 50257 to 50304). The extra rows only
+        make the LM-head matmul better shaped: their logits are cut off, so they are never predicted."""
+        return -(-self.vocab_size // self.pad_vocab_multiple) * self.pad_vocab_multiple
 
     def __post_init__(self):
-        for name in ("width", "depth", "heads", "vocab_size", "max_position_embeddings"):
+        for name in ("width", "depth", "heads", "vocab_size", "max_position_embeddings", "pad_vocab_multiple"):
             if int(getattr(self, name)) < 1:
                 raise GigaGPTError(f"{name} must be a positive integer, got {getattr(self, name)}")
         if self.width % self.heads:
@@ -103,12 +110,12 @@ class GPT(nn.Module):
     def __init__(self, config: GPTConfig):
         super().__init__()
         self.config = config
-        self.wte = nn.Embedding(config.vocab_size, config.width)
+        self.wte = nn.Embedding(config.padded_vocab_size, config.width)
         self.wpe = nn.Embedding(config.max_position_embeddings, config.width)
         self.drop = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.depth))
         self.ln_f = nn.LayerNorm(config.width, bias=config.bias)
-        self.lm_head = nn.Linear(config.width, config.vocab_size, bias=False)
+        self.lm_head = nn.Linear(config.width, config.padded_vocab_size, bias=False)
         self.lm_head.weight = self.wte.weight  # tied: one matrix embeds tokens and scores them
         self.reset_parameters()
 
@@ -140,6 +147,8 @@ class GPT(nn.Module):
         for block in self.blocks:
             x = block(x)
         logits = self.lm_head(self.ln_f(x))
+        if self.config.padded_vocab_size > self.config.vocab_size:
+            logits = logits[..., : self.config.vocab_size]  # padding rows: never predicted, never in the loss
         if labels is None:
             return logits
         return F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten())

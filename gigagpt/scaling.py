@@ -18,7 +18,7 @@ def param_count(cfg, embeddings=True):
     per_block = 12 * d * d + (13 * d if biases else 2 * d)  # 4 linears (+ their biases) and 2 LayerNorms
     total = cfg.depth * per_block + (2 * d if biases else d)  # + final LayerNorm
     if embeddings:
-        total += (cfg.vocab_size + cfg.max_position_embeddings) * d
+        total += (cfg.padded_vocab_size + cfg.max_position_embeddings) * d
     return total
 
 
@@ -26,7 +26,7 @@ def param_breakdown(cfg):
     """Where the parameters live: embeddings, attention, MLP, LayerNorms."""
     d, L, b = cfg.width, cfg.depth, int(cfg.bias)
     return {
-        "embeddings": (cfg.vocab_size + cfg.max_position_embeddings) * d,
+        "embeddings": (cfg.padded_vocab_size + cfg.max_position_embeddings) * d,
         "attention": L * (4 * d * d + 4 * d * b),
         "mlp": L * (8 * d * d + 5 * d * b),
         "layernorm": (2 * L + 1) * d * (1 + b),
@@ -58,7 +58,7 @@ def activation_bytes(cfg, batch_size, sequence_length, dtype="bfloat16", checkpo
         blocks = cfg.depth * b * s * d * bytes_ + per_block
     else:
         blocks = cfg.depth * per_block
-    logits = b * s * cfg.vocab_size * (bytes_ + 8)
+    logits = b * s * cfg.padded_vocab_size * (bytes_ + 8)
     return int(blocks + logits)
 
 
@@ -133,7 +133,7 @@ def fsdp_units(cfg):
     final_norm = cfg.width * (1 + int(cfg.bias))
     return {
         "block": (param_count(cfg, embeddings=False) - final_norm) // cfg.depth,
-        "root": (cfg.vocab_size + cfg.max_position_embeddings) * cfg.width + final_norm,
+        "root": (cfg.padded_vocab_size + cfg.max_position_embeddings) * cfg.width + final_norm,
     }
 
 
@@ -174,7 +174,7 @@ def weight_streaming_memory(cfg, micro_batch, sequence_length, dtype="bfloat16",
     micro-batch in flight (the compiler picks the micro-batch). Model size is bounded by MemoryX, not the wafer.
     """
     n, d = param_count(cfg), cfg.width
-    largest_matrix = max(4 * d * d, 3 * d * d, cfg.vocab_size * d)  # MLP fc, attention qkv, LM head
+    largest_matrix = max(4 * d * d, 3 * d * d, cfg.padded_vocab_size * d)  # MLP fc, attention qkv, LM head
     return {
         "memoryx": 12 * n,
         "wafer_weights": largest_matrix * BYTES[dtype],

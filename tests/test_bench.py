@@ -6,14 +6,17 @@ import pytest
 import torch
 import yaml
 
-from gigagpt import GigaGPTError
+from gigagpt import GPT, GPTConfig, GigaGPTError
 from gigagpt.bench import bench_data, default_variants, format_table, gpu_peak, parse_variant, run_bench
 from gigagpt.cli import main
+from gigagpt.sample import generate
+from gigagpt.scaling import param_count
 
 from conftest import REPO
 
 TINY = dict(width=32, depth=2, heads=2, vocab_size=65, max_position_embeddings=128, dropout=0.0,
             batch_size=4, sequence_length=128, device="cpu", dtype="auto")
+CONFIG_111M = dict(width=768, depth=10, heads=12, vocab_size=50257, max_position_embeddings=2048)
 FAST = dict(steps=1, rounds=2, warmup=1, matmul_size=128)
 
 
@@ -27,11 +30,12 @@ def tiny_config(tmp_path):
 def test_variant_names():
     assert parse_variant("bf16+compile+explicit") == {
         "name": "bf16+compile+explicit", "dtype": "bfloat16", "attention": "explicit", "compile": True,
-        "optimizer": None}
+        "optimizer": None, "pad_vocab_multiple": None}
     assert parse_variant("fp32+foreach")["optimizer"] == "foreach"
+    assert parse_variant("bf16+pad64")["pad_vocab_multiple"] == 64
     for device in ("cpu", "cuda"):
         assert all(parse_variant(v) for v in default_variants(torch.device(device)))
-    for bad in ("fp16", "fp32+flash", "bf16+"):
+    for bad in ("fp16", "fp32+flash", "bf16+", "bf16+pad0"):
         with pytest.raises(GigaGPTError):
             parse_variant(bad)
 
@@ -108,3 +112,41 @@ def test_cli_bench(tiny_config, tmp_path, capsys):
     assert result["configs"][str(tiny_config)]["model"]["width"] == 64
     with pytest.raises(SystemExit):
         main(["bench", str(tiny_config), "--variants", "fp64"])
+
+
+def test_vocabulary_padding_changes_speed_not_results():
+    """pad_vocab_multiple adds embedding rows that are never predicted: loss, gradients and samples are those
+    of the unpadded model with the same weights, and the padding rows learn nothing."""
+    plain_cfg = GPTConfig(width=32, depth=1, heads=2, vocab_size=100, max_position_embeddings=16)
+    padded_cfg = GPTConfig(**{**plain_cfg.__dict__, "pad_vocab_multiple": 64})
+    assert (plain_cfg.padded_vocab_size, padded_cfg.padded_vocab_size) == (100, 128)
+    torch.manual_seed(0)
+    plain, padded = GPT(plain_cfg), GPT(padded_cfg)
+    state = plain.state_dict()
+    state["wte.weight"] = state["lm_head.weight"] = torch.cat([state["wte.weight"], torch.randn(28, 32)])
+    padded.load_state_dict(state)
+    assert sum(p.numel() for p in padded.parameters()) == param_count(padded_cfg) == param_count(plain_cfg) + 28 * 32
+
+    x, y = torch.randint(0, 100, (2, 16)), torch.randint(0, 100, (2, 16))
+    assert padded(x).shape == (2, 16, 100)
+    plain(x, y).backward()
+    padded(x, y).backward()
+    assert torch.allclose(padded(x, y), plain(x, y))
+    assert torch.allclose(padded.wte.weight.grad[:100], plain.wte.weight.grad, atol=1e-6)
+    assert not padded.wte.weight.grad[100:].any()
+    out = generate(padded, x[:, :1], 15, generator=torch.Generator().manual_seed(0))
+    assert out.max() < 100
+    with torch.device("meta"):  # nanoGPT's 50304 rows for 111m; its shipped config (no padding) stays exact
+        big = GPT(GPTConfig(**CONFIG_111M, pad_vocab_multiple=64))
+    assert sum(p.numel() for p in big.parameters()) == param_count(big.config) == 111_050_496 + 47 * 768
+
+
+def test_padded_model_exports_to_hugging_face():
+    pytest.importorskip("transformers")
+    from gigagpt.hf import to_hf
+
+    model = GPT(GPTConfig(width=32, depth=1, heads=2, vocab_size=100, max_position_embeddings=16,
+                          pad_vocab_multiple=64)).eval()
+    x = torch.randint(0, 100, (1, 16))
+    with torch.no_grad():
+        assert torch.allclose(to_hf(model)(x).logits, model(x), atol=1e-5)
