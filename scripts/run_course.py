@@ -52,20 +52,24 @@ def python_for(path):
                   f"create it with scripts/cerebras_env.sh, Linux x86_64 + Python 3.11 only)")
 
 
-def run_notebook(path, output_path, parameters, timeout, python=sys.executable):
-    """Execute `path` with papermill into `output_path`; returns (ok, seconds, message)."""
+def run_notebook(path, output_path, parameters, timeout, python=sys.executable, env=None):
+    """Execute `path` with papermill into `output_path` (extra environment variables `env`); returns
+    (ok, seconds, message)."""
     output_path = Path(output_path)
     output_path.parent.mkdir(parents=True, exist_ok=True)
     cmd = [python, "-m", "papermill", str(path), str(output_path), "--cwd", str(path.parent),
            "--no-progress-bar", "-y", json.dumps(parameters)]
     # No display anywhere; the notebooks switch to the inline backend themselves, so figures still land in the output.
-    env = {**os.environ, "MPLBACKEND": "Agg", "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "MPLBACKEND": "Agg", "PYTHONUNBUFFERED": "1", **(env or {})}
     start = time.perf_counter()
     # A session of its own, so a timeout can stop papermill *and* the kernel it started.
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
                             start_new_session=True)
     try:
         log, _ = proc.communicate(timeout=timeout)
+    except KeyboardInterrupt:  # Ctrl-C reaches only us: stop the notebook's session too
+        _stop(proc)
+        raise
     except subprocess.TimeoutExpired:
         _stop(proc)
         log = proc.communicate()[0]
