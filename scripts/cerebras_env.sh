@@ -16,14 +16,19 @@ CSTORCH_VERSION="2.10.0"
 # gigagpt's runtime deps and what notebook 04 needs (torch and numpy come from cerebras-pytorch).
 EXTRA_DEPS=(pyyaml tiktoken tqdm pytest papermill ipykernel matplotlib ipywidgets nbconvert)
 
+# Where the environment cannot exist, say why and stop without failing `make course` / `make test` (notebook 04
+# and tests/test_cerebras.py then skip with the reason); CEREBRAS_ENV_REQUIRED=1 makes it an error instead.
+cannot() {
+    echo "cerebras_env: skipped: $1" >&2
+    [[ "${CEREBRAS_ENV_REQUIRED:-0}" == 1 ]] && exit 2
+    exit 0
+}
 if [[ "$(uname -s)/$(uname -m)" != "Linux/x86_64" ]]; then
-    echo "cerebras_env: cerebras-pytorch $CSTORCH_VERSION has wheels for Linux x86_64 only (this is $(uname -s)/$(uname -m))" >&2
-    exit 2
+    cannot "cerebras-pytorch $CSTORCH_VERSION has wheels for Linux x86_64 only (this is $(uname -s)/$(uname -m))"
 fi
 PY="${CEREBRAS_PYTHON:-$(command -v python3.11 || true)}"
 if [[ -z "$PY" ]] || ! "$PY" -c 'import sys; assert sys.version_info[:2] == (3, 11)' 2>/dev/null; then
-    echo "cerebras_env: needs Python 3.11 (python3.11 on PATH or CEREBRAS_PYTHON=/path/to/python3.11)" >&2
-    exit 2
+    cannot "needs Python 3.11 (python3.11 on PATH, or CEREBRAS_PYTHON=/path/to/python3.11)"
 fi
 
 # Fast path: the env has the pinned versions, the extras, and gigagpt installed (editable) from this

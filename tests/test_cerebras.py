@@ -65,19 +65,23 @@ def metrics(out_dir):
 
 def test_cpu_backend_trains_like_plain_torch(char_data, tmp_path):
     """Same GPT, loop, seed and batches: cstorch's CPU backend (traced step, DataExecutor, cstorch AdamW and
-    schedule) against plain torch in this environment. A tight max_gradient_norm makes clipping act on every
-    step, so a step that clipped only once (gigaGPT's generator of parameters) would drift apart."""
+    schedule) against the plain torch backend, on torch 2.4.0 beside it and on this environment's torch. A tight
+    max_gradient_norm makes clipping act on every step, so a step that clipped only once (gigaGPT's generator of
+    parameters) would drift apart."""
     settings = dict(num_steps=12, learning_rate=3e-3, warmup_steps=3, max_gradient_norm=0.05, checkpoint_steps=0)
     config = write_config(tmp_path / "tiny.yaml", char_data, tmp_path / "cpu", **settings)
     gigagpt_cerebras("train", config, "--backend", "CPU", "--artifact_dir", tmp_path / "artifacts", cwd=tmp_path)
     cstorch_rows = metrics(tmp_path / "cpu")
-
+    # plain torch twice: torch 2.4.0 beside cstorch (the package on cstorch's pin), and this environment's torch
+    gigagpt_cerebras("train", config, "--backend", "torch", "--out_dir", tmp_path / "torch24", cwd=tmp_path)
+    torch24_rows = metrics(tmp_path / "torch24")
     torch_rows = train(load_config(None, **tiny_overrides(char_data, tmp_path / "torch", **settings)), progress=False)
 
     assert [r["step"] for r in cstorch_rows] == list(range(1, 13))
-    assert cstorch_rows[0]["loss"] == pytest.approx(torch_rows[0]["loss"], abs=1e-6)  # same weights, same batch
-    for a, b in zip(cstorch_rows, torch_rows):
+    assert cstorch_rows[0]["loss"] == pytest.approx(torch24_rows[0]["loss"], abs=1e-6)  # same weights, same batch
+    for a, b, c in zip(cstorch_rows, torch24_rows, torch_rows):
         assert a["loss"] == pytest.approx(b["loss"], abs=LOSS_TOLERANCE), a["step"]
+        assert b["loss"] == pytest.approx(c["loss"], abs=LOSS_TOLERANCE), b["step"]
         assert a["lr"] == pytest.approx(b["lr"])
         assert a["grad_norm"] == pytest.approx(b["grad_norm"], rel=1e-3)  # clipping sees every gradient every step
     assert cstorch_rows[-1]["loss"] < cstorch_rows[0]["loss"]

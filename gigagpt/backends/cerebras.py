@@ -127,7 +127,7 @@ class CerebrasBackend(Backend):
         if run.validate_only or run.compile_only:
             steps = 1  # one step is what gets traced and lowered
         run_for_workers = dataclasses.replace(run, dataset=str(Path(run.dataset).resolve()))  # workers have another cwd
-        loader = cstorch.utils.data.DataLoader(global_batches, run_for_workers, start_step)
+        loader = cstorch.utils.data.DataLoader(GlobalBatches, run_for_workers, start_step)
         executor = cstorch.utils.data.DataExecutor(
             loader, num_steps=steps, checkpoint_steps=checkpoint_schedule(start_step, steps, run.checkpoint_steps)
         )
@@ -185,7 +185,7 @@ class CerebrasBackend(Backend):
 def _cstorch_backend(run):
     """cstorch allows one backend per process: reuse it when a second run asks for the same kind."""
     existing = current_backend(raise_exception=False, raise_warning=False)
-    artifact_dir = Path(run.artifact_dir).resolve()
+    artifact_dir = Path(run.artifact_dir or Path(run.out_dir) / "cerebras").resolve()
     if existing is not None:
         impl = existing._impl
         same = existing.backend_type.name == run.backend and (
@@ -221,7 +221,7 @@ def _cstorch_backend(run):
     )
 
 
-class global_batches:
+class GlobalBatches:
     """The torch backend's global batch for each step after start_step, as an iterable cstorch can stream.
 
     On a cluster, the workers build this from the pickled arguments, so it is a module-level class and reads
