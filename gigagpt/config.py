@@ -45,7 +45,7 @@ class RunConfig:
     execute_crd_memory_gi: typing.Optional[int] = None
     validate_only: bool = False
     compile_only: bool = False
-    artifact_dir: str = "cerebras_artifacts"
+    artifact_dir: typing.Optional[str] = None  # None: <out_dir>/cerebras
 
     def __post_init__(self):
         if self.backend not in ("torch", "fsdp", "CSX", "CPU"):
