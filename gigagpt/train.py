@@ -113,7 +113,6 @@ def train(cfg, progress=True, on_log=None):
     def log(step, loss, grad_norm):
         now = time.perf_counter()
         tokens_per_s = (step - clock["step"]) * tokens_per_step / (now - clock["last"])
-        clock.update(last=now, step=step)
         row = {
             "step": step,
             "loss": backend.reduce_mean(loss),
@@ -134,14 +133,17 @@ def train(cfg, progress=True, on_log=None):
             bar.set_postfix(loss=f"{row['loss']:.3f}", **({"val": f"{row['val_loss']:.3f}"} if "val_loss" in row else {}))
             if on_log:
                 on_log(row)
+        clock.update(last=time.perf_counter(), step=step)  # evaluating and logging don't count against tokens/s
 
     extra = {"config": cfg.to_dict(), "tokenizer": meta}
 
     @backend.checkpoint_closure
     def save_checkpoint(step):
+        start = time.perf_counter()
         path = backend.save_checkpoint(out_dir, step, model, optimizer, scheduler, extra)
         if backend.is_main and progress:
             bar.write(f"saved {path}")
+        clock["last"] += time.perf_counter() - start  # nor does saving
 
     completed = start_step
     try:
