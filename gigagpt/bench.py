@@ -17,11 +17,13 @@ leaves out is the config's and the backend's default.
 On a CPU shared with other work numbers are low and noisy: variants run interleaved, round by round, so
 they see the same load, and the header reports the load average.
 """
+import contextlib
 import gc
 import json
 import os
 import platform
 import statistics
+import sys
 import tempfile
 import time
 from dataclasses import replace
@@ -84,20 +86,28 @@ def synchronize(device):
         torch.mps.synchronize()
 
 
-def matmul_peak(device, dtype, size=None, repeats=10):
-    """FLOP/s of one (size x size) @ (size x size) matmul: median and best of `repeats` after warm-up."""
-    size = size or (8192 if device.type == "cuda" else 2048)
-    a, b = (torch.randn(size, size, device=device, dtype=getattr(torch, dtype)) for _ in range(2))
-    seconds = []
-    for i in range(repeats + 2):  # two warm-ups: first-call allocation and kernel selection
-        synchronize(device)
-        start = time.perf_counter()
-        a @ b
-        synchronize(device)
-        if i >= 2:
-            seconds.append(time.perf_counter() - start)
-    flops = 2 * size**3
-    return {"size": size, "median": flops / statistics.median(seconds), "best": flops / min(seconds)}
+class MatmulPeak:
+    """FLOP/s of one (size x size) @ (size x size) matmul in `dtype`: the most any training step can reach."""
+
+    def __init__(self, device, dtype, size=None):
+        self.device, self.size = device, size or (8192 if device.type == "cuda" else 2048)
+        self.a, self.b = (torch.randn(self.size, self.size, device=device, dtype=getattr(torch, dtype))
+                          for _ in range(2))
+        self.flops_per_s = []
+        self.measure(2, record=False)  # first-call allocation and kernel selection
+
+    def measure(self, repeats, record=True):
+        for _ in range(repeats):
+            synchronize(self.device)
+            start = time.perf_counter()
+            self.a @ self.b
+            synchronize(self.device)
+            if record:
+                self.flops_per_s.append(2 * self.size**3 / (time.perf_counter() - start))
+
+    def summary(self, since=0):
+        seen = self.flops_per_s[since:]
+        return {"size": self.size, "median": statistics.median(seen), "best": max(seen), "samples": len(seen)}
 
 
 def _cpuinfo():
@@ -165,11 +175,24 @@ def _tensor_bytes(tensors):
     return sum(unique.values())
 
 
+@contextlib.contextmanager
+def _quiet_stderr():
+    """Hide the profiler's C++ start/stop lines (written straight to file descriptor 2)."""
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved), os.close(devnull)
+
+
 def _profiled_peak_bytes(fn):
     """Peak growth of CPU tensor memory while fn() runs, from the profiler's allocation records."""
     from torch.profiler import ProfilerActivity, profile
 
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+    with _quiet_stderr(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         fn()
     live = peak = 0
     for event in sorted(prof.events(), key=lambda e: e.time_range.start):
@@ -241,8 +264,11 @@ def optimizer_implementation(optimizer):
     return "fused" if d.get("fused") else "foreach" if d.get("foreach") else "loop"
 
 
-def bench_config(cfg, variants, peaks, steps=3, rounds=3, warmup=2, log=print):
-    """Time `variants` of the training step of `cfg`; returns the config's result dict (rows per variant)."""
+def bench_config(cfg, variants, peaks, steps=10, warmup=2, log=print):
+    """Time `variants` of the training step of `cfg`; returns the config's result dict (rows per variant).
+
+    peaks: {"float32": MatmulPeak, "bfloat16": MatmulPeak, "nominal": nominal_peak(device)}.
+    """
     run, m = cfg.run, cfg.model
     device = resolve_device(run.device)
     micro_batch = run.batch_size // run.gradient_accumulation_steps
@@ -254,8 +280,9 @@ def bench_config(cfg, variants, peaks, steps=3, rounds=3, warmup=2, log=print):
                "pad_vocab_multiple": None}
     variants = [parse_variant(v) if isinstance(v, str) else v for v in variants] + [default]
 
-    # On a CPU, keep every variant alive and time them round-robin, so that all see the same background
-    # load; where that would not fit (or on a GPU, which nothing else shares), one variant after another.
+    # On a CPU, keep every variant alive and let them take turns step by step, with the peak matmul measured
+    # in the same turns: all see the same background load. Where that would not fit (or on a GPU, which
+    # nothing else shares), one variant after another against the peak measured at the start.
     need = scaling.training_memory(m, micro_batch, run.sequence_length, "float32")["total"] * len(variants)
     interleave = device.type == "cpu" and need < 0.5 * scaling.available_memory("cpu")
     rows, runners = [], []
@@ -273,22 +300,27 @@ def bench_config(cfg, variants, peaks, steps=3, rounds=3, warmup=2, log=print):
             log(f"  {variant['name']}: warming up")
             runner.time_steps(warmup + 1)  # the first step (compilation, lazy state), then `warmup` more
             row["peak_memory_bytes"] = runner.peak_memory()
-            if not interleave:
-                runner.time_steps(steps * rounds)
+            if interleave:
+                runners.append((row, runner))
+            else:
+                runner.time_steps(steps)
                 _finish(row, runner, tokens_per_step, flops_per_step, peaks)
                 del runner
-            else:
-                runners.append((row, runner))
         except (GigaGPTError, torch.OutOfMemoryError) as e:
             row["skipped"] = str(e).splitlines()[0]
         except Exception as e:  # e.g. torch.compile without a C++ compiler: report it, bench the rest
             row["skipped"] = f"failed: {type(e).__name__}: {str(e).strip().splitlines()[0][:200]}"
-    for r in range(rounds):
-        log(f"  round {r + 1}/{rounds}")
-        for _, runner in runners:
-            runner.time_steps(steps)
+    matmuls = [peaks["float32"], peaks["bfloat16"]]
+    since = [len(p.flops_per_s) for p in matmuls]
+    if runners:
+        log(f"  {steps} steps of each, taking turns")
+        for _ in range(steps):
+            for p in matmuls:
+                p.measure(1)
+            for _, runner in runners:
+                runner.time_steps(1)
     for row, runner in runners:
-        _finish(row, runner, tokens_per_step, flops_per_step, peaks)
+        _finish(row, runner, tokens_per_step, flops_per_step, peaks, since)
 
     baseline = rows[0] if "tokens_per_s" in rows[0] else None  # the first variant listed
     for row in rows:
@@ -297,18 +329,22 @@ def bench_config(cfg, variants, peaks, steps=3, rounds=3, warmup=2, log=print):
     return {"model": {k: getattr(m, k) for k in ("width", "depth", "heads", "vocab_size", "attention")},
             "parameters": scaling.param_count(m), "batch_size": run.batch_size, "micro_batch": micro_batch,
             "sequence_length": run.sequence_length, "tokens_per_step": tokens_per_step,
-            "flops_per_step": flops_per_step, "baseline": baseline and baseline["variant"], "variants": rows}
+            "flops_per_step": flops_per_step, "baseline": baseline and baseline["variant"], "interleaved": interleave,
+            "peak": {p: peaks[p].summary(n if runners else 0) for p, n in zip(("float32", "bfloat16"), since)},
+            "variants": rows}
 
 
-def _finish(row, runner, tokens_per_step, flops_per_step, peaks):
+def _finish(row, runner, tokens_per_step, flops_per_step, peaks, since=(0, 0)):
+    """Step statistics and MFU, against the peak measured beside the steps (interleaved) or at the start."""
     step_s = statistics.median(runner.step_seconds)
     flops = flops_per_step / step_s
     row.update(step_s=step_s, step_s_best=min(runner.step_seconds), first_step_s=runner.first_step_s,
                data_s=statistics.median(runner.data_seconds), tokens_per_s=tokens_per_step / step_s,
                flops_per_s=flops, loss=runner.loss)
-    for kind in ("measured", "nominal"):
-        peak = peaks[kind].get(row["dtype"])
-        row[f"mfu_{kind}"] = flops / peak if peak else None
+    measured = peaks[row["dtype"]].summary(since[row["dtype"] == "bfloat16"])["median"]
+    nominal = peaks["nominal"][row["dtype"]]
+    row["mfu_measured"] = flops / measured
+    row["mfu_nominal"] = flops / nominal if nominal else None
 
 
 # --- data preparation ----------------------------------------------------------------------------------------
@@ -347,8 +383,8 @@ def bench_data(text_file, tokenizer="gpt2"):
 
 # --- the whole benchmark -------------------------------------------------------------------------------------
 
-def run_bench(config_paths=(), overrides=None, variants=None, steps=3, rounds=3, warmup=2, text_file=None,
-              json_path=None, matmul_size=None, log=print):
+def run_bench(config_paths=(), overrides=None, variants=None, steps=10, warmup=2, text_file=None, json_path=None,
+              matmul_size=None, log=print):
     """Measure the peak, every config in every variant, and data preparation; returns (and saves) a dict."""
     from gigagpt.config import load_config
 
@@ -358,16 +394,18 @@ def run_bench(config_paths=(), overrides=None, variants=None, steps=3, rounds=3,
     names = variants or default_variants(device)
     for name in names:
         parse_variant(name)
-    result = {"machine": machine(device), "overrides": overrides, "peak": {}, "configs": {},
-              "settings": {"steps": steps, "rounds": rounds, "warmup": warmup, "variants": names}}
+    result = {"machine": machine(device), "overrides": overrides, "configs": {},
+              "settings": {"steps": steps, "warmup": warmup, "variants": names}}
     log(f"peak matmul on {device} ...")
-    measured = {dtype: matmul_peak(device, dtype, matmul_size) for dtype in ("float32", "bfloat16")}
-    nominal = nominal_peak(device)
-    result["peak"] = {"measured": measured, "nominal": nominal}
-    peaks = {"measured": {k: v["median"] for k, v in measured.items()}, "nominal": nominal}
+    peaks = {dtype: MatmulPeak(device, dtype, matmul_size) for dtype in ("float32", "bfloat16")}
+    for p in peaks.values():
+        p.measure(10)
+    peaks["nominal"] = nominal_peak(device)
+    result["peak"] = {"measured": {dtype: peaks[dtype].summary() for dtype in ("float32", "bfloat16")},
+                      "nominal": peaks["nominal"]}
     for path, cfg in configs.items():
         log(f"{path}: {', '.join(names)} (+ default)")
-        result["configs"][path] = bench_config(cfg, names, peaks, steps, rounds, warmup, log)
+        result["configs"][path] = bench_config(cfg, names, peaks, steps, warmup, log)
     if text_file and Path(text_file).is_file():
         log(f"data preparation: {text_file}")
         result["data"] = bench_data(text_file)
@@ -398,6 +436,10 @@ def format_table(result):
         lines += ["", f"{path}: {c['parameters'] / 1e6:,.1f}M parameters, batch {c['batch_size']} x "
                       f"{c['sequence_length']} = {c['tokens_per_step']:,} tokens/step, "
                       f"{c['flops_per_step'] / G:,.1f} GFLOP/step"]
+        if c["interleaved"]:
+            lines.append(f"  variants took turns, step by step, with the peak matmul: fp32 "
+                         f"{_num(c['peak']['float32']['median'], G)}, bf16 {_num(c['peak']['bfloat16']['median'], G)} "
+                         f"GFLOP/s (median) meanwhile; MFU meas is against these")
         head = (f"  {'variant':<22}{'dtype':>6}{'attn':>9}{'compile':>8}{'adamw':>8}{'step ms':>9}{'tokens/s':>10}"
                 f"{'speedup':>8}{'MFU meas':>9}{'MFU nom':>8}{'mem MiB':>8}{'1st s':>7}{'data ms':>8}")
         lines += [head, "  " + "-" * (len(head) - 2)]

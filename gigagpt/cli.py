@@ -77,7 +77,7 @@ def cmd_bench(args, overrides):
     from gigagpt.bench import format_table, run_bench
 
     variants = args.variants.split(",") if args.variants else None
-    result = run_bench(args.configs, overrides, variants, args.steps, args.rounds, args.warmup, args.text, args.json,
+    result = run_bench(args.configs, overrides, variants, args.steps, args.warmup, args.text, args.json,
                        args.matmul_size, log=lambda msg: print(msg, file=sys.stderr))
     print(format_table(result))
     print(f"(full results: {args.json})")
@@ -110,8 +110,7 @@ def main(argv=None):
     p = sub.add_parser("bench", help="peak FLOP/s, then training speed and MFU of CONFIG ... [--key value ...]")
     p.add_argument("configs", nargs="*", help="configs to time (config-key overrides go after them)")
     p.add_argument("--variants", help="comma-separated, e.g. fp32,bf16,bf16+compile,fp32+explicit,fp32+fused")
-    p.add_argument("--steps", type=int, default=3, help="timed steps per variant and round")
-    p.add_argument("--rounds", type=int, default=3, help="rounds (variants take turns each round)")
+    p.add_argument("--steps", type=int, default=10, help="timed steps per variant (on a CPU they take turns)")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps after the first")
     p.add_argument("--text", default="data/tinyshakespeare.txt", help="text for the data-preparation benchmark")
     p.add_argument("--json", default="out/bench.json", help="where to write the full results")

@@ -7,7 +7,8 @@ import torch
 import yaml
 
 from gigagpt import GPT, GPTConfig, GigaGPTError
-from gigagpt.bench import bench_data, default_variants, format_table, gpu_peak, parse_variant, run_bench
+from gigagpt.bench import (bench_data, default_variants, format_table, gpu_peak, nominal_peak, parse_variant,
+                           run_bench)
 from gigagpt.cli import main
 from gigagpt.sample import generate
 from gigagpt.scaling import param_count
@@ -17,7 +18,7 @@ from conftest import REPO
 TINY = dict(width=32, depth=2, heads=2, vocab_size=65, max_position_embeddings=128, dropout=0.0,
             batch_size=4, sequence_length=128, device="cpu", dtype="auto")
 CONFIG_111M = dict(width=768, depth=10, heads=12, vocab_size=50257, max_position_embeddings=2048)
-FAST = dict(steps=1, rounds=2, warmup=1, matmul_size=128)
+FAST = dict(steps=2, warmup=1, matmul_size=128)
 
 
 @pytest.fixture
@@ -49,6 +50,16 @@ def test_gpu_peaks_by_device_name():
     assert gpu_peak("Some Future GPU") == (None, None)
 
 
+def test_nominal_peak_of_a_gpu_and_of_this_cpu(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA H200")
+    peak = nominal_peak(torch.device("cuda"))
+    assert peak["bfloat16"] == pytest.approx(989.4e12) and "datasheet" in peak["source"]
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Some Future GPU")
+    assert nominal_peak(torch.device("cuda"))["bfloat16"] is None
+    cpu = nominal_peak(torch.device("cpu"))  # an estimate from /proc/cpuinfo (Linux), else unknown
+    assert cpu["float32"] is None or cpu["bfloat16"] >= cpu["float32"] > 1e9
+
+
 def test_bench_result_is_consistent(tiny_config, tmp_path):
     out = tmp_path / "bench.json"
     variants = ["fp32+loop", "fp32+fused", "fp32+explicit", "bf16"]
@@ -60,6 +71,7 @@ def test_bench_result_is_consistent(tiny_config, tmp_path):
         assert peak["size"] == 128 and 0 < peak["median"] <= peak["best"]
 
     c = result["configs"][str(tiny_config)]
+    assert c["interleaved"] and c["peak"]["float32"]["samples"] == c["peak"]["bfloat16"]["samples"] == 2
     assert c["tokens_per_step"] == 4 * 128 and c["parameters"] == 32 * (65 + 128) + 2 * (12 * 32**2 + 13 * 32) + 64
     rows = {r["variant"].rstrip("*"): r for r in c["variants"]}
     assert set(rows) == set(variants)  # the default (auto: fp32 on a CPU without AMX, or bf16) is one of them
@@ -71,7 +83,7 @@ def test_bench_result_is_consistent(tiny_config, tmp_path):
         assert 0 < r["step_s_best"] <= r["step_s"] and r["first_step_s"] > 0 and r["data_s"] >= 0
         assert r["tokens_per_s"] == pytest.approx(c["tokens_per_step"] / r["step_s"])
         assert r["flops_per_s"] == pytest.approx(c["flops_per_step"] / r["step_s"])
-        peak = result["peak"]["measured"][r["dtype"]]["median"]
+        peak = c["peak"][r["dtype"]]["median"]  # measured in the same turns as the steps
         assert r["mfu_measured"] == pytest.approx(r["flops_per_s"] / peak)
         assert math.isfinite(r["loss"]) and abs(r["loss"] - math.log(65)) < 1.0
         # weights + AdamW state alone are 3 x 4 bytes per parameter
@@ -103,7 +115,7 @@ def test_bench_data(tmp_path):
 
 def test_cli_bench(tiny_config, tmp_path, capsys):
     out = tmp_path / "b.json"
-    main(["bench", str(tiny_config), "--width", "64", "--variants", "fp32", "--steps", "1", "--rounds", "1",
+    main(["bench", str(tiny_config), "--width", "64", "--variants", "fp32", "--steps", "1",
           "--warmup", "1", "--text", "", "--json", str(out), "--matmul_size", "128"])
     printed = capsys.readouterr().out
     assert "peak fp32 matmul" in printed and str(tiny_config) in printed
