@@ -63,7 +63,10 @@ class Backend:
         rng = np.random.default_rng((self.run.seed, stream, step))
         x, y = data.get_batch(tokens, batch_size, self.run.sequence_length, rng)
         rows = slice(self.rank * batch_size // self.world_size, (self.rank + 1) * batch_size // self.world_size)
-        return x[rows].to(self.device, non_blocking=True), y[rows].to(self.device, non_blocking=True)
+        x, y = x[rows], y[rows]
+        if self.device.type == "cuda":  # page-locked memory: the copy runs while the GPU finishes the last step
+            x, y = x.pin_memory(), y.pin_memory()
+        return x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
 
     def batches(self, tokens, start_step):
         """(step, input_ids, labels) with shape (accumulation steps, micro-batch, T) for this process."""
