@@ -51,8 +51,8 @@ GPU_PEAKS = {
 def default_variants(device):
     """What is worth comparing: the plain baseline (speed-ups are relative to it), then one change at a time."""
     if device.type == "cuda":  # torch.optim.AdamW's own default is foreach on GPUs, a Python loop on CPUs
-        return ["fp32+foreach", "fp32", "bf16", "bf16+explicit", "bf16+foreach", "bf16+pad64", "bf16+compile"]
-    return ["fp32+loop", "fp32", "fp32+explicit", "fp32+compile", "bf16"]
+        return ["fp32+foreach", "fp32", "bf16+sdpa", "bf16+explicit", "bf16+foreach", "bf16+pad64", "bf16+compile"]
+    return ["fp32+loop", "fp32", "fp32+sdpa", "fp32+explicit", "fp32+compile", "bf16+sdpa", "bf16+explicit"]
 
 
 def parse_variant(name):
