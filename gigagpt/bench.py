@@ -91,13 +91,16 @@ class MatmulPeak:
 
     def __init__(self, device, dtype, size=None):
         self.device, self.size = device, size or (8192 if device.type == "cuda" else 2048)
-        self.a, self.b = (torch.randn(self.size, self.size, device=device, dtype=getattr(torch, dtype))
-                          for _ in range(2))
         self.flops_per_s = []
-        self.measure(2, record=False)  # first-call allocation and kernel selection
+        try:
+            self.a, self.b = (torch.randn(self.size, self.size, device=device, dtype=getattr(torch, dtype))
+                              for _ in range(2))
+            self.measure(2, record=False)  # first-call allocation and kernel selection
+        except (RuntimeError, TypeError):  # e.g. no bf16 matmul on this device: MFU shows as "-"
+            self.a = None
 
     def measure(self, repeats, record=True):
-        for _ in range(repeats):
+        for _ in range(repeats if self.a is not None else 0):
             synchronize(self.device)
             start = time.perf_counter()
             self.a @ self.b
@@ -107,7 +110,8 @@ class MatmulPeak:
 
     def summary(self, since=0):
         seen = self.flops_per_s[since:]
-        return {"size": self.size, "median": statistics.median(seen), "best": max(seen), "samples": len(seen)}
+        return {"size": self.size, "median": statistics.median(seen) if seen else None,
+                "best": max(seen, default=None), "samples": len(seen)}
 
 
 def _cpuinfo():
@@ -343,7 +347,7 @@ def _finish(row, runner, tokens_per_step, flops_per_step, peaks, since=(0, 0)):
                flops_per_s=flops, loss=runner.loss)
     measured = peaks[row["dtype"]].summary(since[row["dtype"] == "bfloat16"])["median"]
     nominal = peaks["nominal"][row["dtype"]]
-    row["mfu_measured"] = flops / measured
+    row["mfu_measured"] = flops / measured if measured else None
     row["mfu_nominal"] = flops / nominal if nominal else None
 
 
