@@ -76,7 +76,7 @@ class TorchBackend(Backend):
     def make_optimizer(self, param_groups, run, implementation=None):
         """AdamW: "fused" (one multithreaded kernel over all parameters), "foreach" or "loop" (torch's CPU default).
 
-        Fused is the default on GPUs and CPUs: on 2 CPU cores it steps GPT-2 124M in 0.8 s, the loop in 6.7 s.
+        Fused is the default on GPUs and CPUs: on 2 CPU cores it steps 163M parameters in 79 ms, the loop in 385.
         """
         if implementation is None:
             implementation = "fused" if self.device.type in ("cuda", "cpu") else "loop"
