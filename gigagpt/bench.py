@@ -14,8 +14,8 @@
 Variants are named precision[+modifier...]: fp32 or bf16 (autocast), then +sdpa or +explicit (attention),
 +compile, +fused, +foreach or +loop (AdamW), +pad64 (vocabulary padded to a multiple of 64). What a name
 leaves out is the config's and the backend's default.
-On a CPU shared with other work numbers are low and noisy: variants run interleaved, round by round, so
-they see the same load, and the header reports the load average.
+On a CPU shared with other work numbers are low and noisy: the variants take turns step by step, with the
+peak matmul measured in the same turns, so they all see the same load; the header reports the load average.
 """
 import contextlib
 import gc
@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from gigagpt import data, scaling
-from gigagpt.backends.plain import TorchBackend, resolve_device, resolve_dtype
+from gigagpt.backends.plain import TorchBackend, resolve_device
 from gigagpt.errors import GigaGPTError
 from gigagpt.train import make_training_step, param_groups
 
@@ -159,7 +159,8 @@ def nominal_peak(device):
     threads = torch.get_num_threads()
     hz = threads * mhz * 1e6
     return {"float32": hz * fp32, "bfloat16": hz * bf16,
-            "source": f"estimate: {threads} threads x {mhz / 1000:.2f} GHz x {fp32} (fp32) / {bf16} (bf16) FLOP/cycle"}
+            "source": f"estimate: {threads} threads x {mhz / 1000:.2f} GHz (reported clock; turbo may be higher) x "
+                      f"{fp32} (fp32) / {bf16} (bf16) FLOP/cycle"}
 
 
 def machine(device):
