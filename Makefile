@@ -34,10 +34,10 @@ sample:
 
 # The whole course, headless, at its default setting: executed notebooks + HTML in out/course/.
 course: setup cerebras-env data
-	MPLBACKEND=Agg $(BIN)/python scripts/run_course.py --out out/course
+	OMP_WAIT_POLICY=PASSIVE MPLBACKEND=Agg $(BIN)/python scripts/run_course.py --out out/course
 
 lab: setup
-	$(BIN)/jupyter lab notebooks/
+	OMP_WAIT_POLICY=PASSIVE $(BIN)/jupyter lab notebooks/
 
 test: setup cerebras-env
 	MPLBACKEND=Agg $(BIN)/python -m pytest
