@@ -106,8 +106,6 @@ def load_config(path=None, **overrides) -> Config:
 
 def _check_type(key, value, annotation):
     """Coerce YAML/CLI values to the field's type, or say clearly what is wrong."""
-    if isinstance(annotation, str):  # postponed annotations
-        annotation = eval(annotation, {"typing": typing})
     optional = typing.get_origin(annotation) in (typing.Union, types.UnionType)
     if optional:
         if value is None:
