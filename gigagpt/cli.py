@@ -103,6 +103,7 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--num_samples", type=int, default=1)
     p.add_argument("--device", default="cpu")
+    sub.add_parser("doctor", help="pre-flight check of this machine and environment for the course")
     p = sub.add_parser("convert", help="distributed (FSDP) checkpoint folder -> one .pt checkpoint file")
     p.add_argument("checkpoint_dir", help="out_dir/checkpoint_STEP folder written under torchrun")
     p.add_argument("out", help="the .pt file to write")
@@ -117,6 +118,10 @@ def main(argv=None):
     p.add_argument("--matmul_size", type=int, help="n of the n x n peak matmul (default 2048 CPU, 8192 GPU)")
 
     args, rest = parser.parse_known_args(argv)
+    if args.command == "doctor":  # before anything imports torch: it must run in a half-broken environment
+        from gigagpt.doctor import main as doctor
+
+        sys.exit(doctor(rest))
     try:
         if args.command in ("train", "info", "bench"):
             from gigagpt.config import parse_overrides
