@@ -13,9 +13,9 @@ from pathlib import Path
 import tiktoken
 
 from gigagpt.errors import GigaGPTError
+from gigagpt.shipped import GPT2_SHA256
 
 GPT2_RANKS = Path(__file__).with_name("gpt2.tiktoken")  # "<base64 token bytes> <rank>" per line
-GPT2_SHA256 = "306cd27f03c1a714eca7108e03d66b7dc042abe8c258b44c199a7ed9838dd930"
 # GPT-2's pre-tokenizer (from its encoder.py) splits text into contractions, words, numbers, punctuation
 # runs and whitespace; BPE merges never cross these pieces, so they must match GPT-2's exactly.
 GPT2_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
