@@ -5,21 +5,38 @@ VENV := .venv
 BIN := $(VENV)/bin
 # CEREBRAS=0 skips the (6 GB) Cerebras environment and notebook 04.
 CEREBRAS ?= 1
+# A room without internet (README): `make wheelhouse` downloads every wheel .venv needs into $(WHEELHOUSE)
+# (WHEELHOUSE_CEREBRAS=1: .venv-cerebras's too, into $(WHEELHOUSE)/cerebras). Where that folder exists,
+# setup and scripts/cerebras_env.sh install from it alone, with no network; elsewhere, from the package index.
+WHEELHOUSE ?= wheelhouse
+WHEELHOUSE_CEREBRAS ?= 0
+FROM_WHEELHOUSE := $(if $(wildcard $(WHEELHOUSE)/*.whl),--no-index --find-links "$(abspath $(WHEELHOUSE))")
 
-.PHONY: all setup data train sample course lab test cerebras-env clean
+.PHONY: all setup wheelhouse data train sample course lab test cerebras-env clean
 all: course
 
 setup: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
+	@echo "setup: installing .venv from $(if $(FROM_WHEELHOUSE),$(abspath $(WHEELHOUSE)) (no network),the package index)"
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q "$(TORCH)"
-	$(BIN)/python -m pip install -q -e ".[dev]"
+	$(BIN)/python -m pip install -q $(FROM_WHEELHOUSE) --upgrade pip
+	$(BIN)/python -m pip install -q $(FROM_WHEELHOUSE) "$(TORCH)"
+	$(BIN)/python -m pip install -q $(FROM_WHEELHOUSE) -e ".[dev]"
 	touch $@
+
+# Resolves torch and ".[dev]" (pyproject.toml: new dependencies come along by themselves) together, plus
+# pip/setuptools/wheel so the venv upgrade and gigagpt's editable build need no network either. Wheels are for
+# this machine's OS, CPU architecture and Python ($(PYTHON)). Run again, it downloads only what is missing.
+wheelhouse:
+	$(PYTHON) -m pip download -q --dest "$(WHEELHOUSE)" pip setuptools wheel "$(TORCH)" ".[dev]"
+ifeq ($(WHEELHOUSE_CEREBRAS),1)
+	bash scripts/cerebras_env.sh --download "$(abspath $(WHEELHOUSE))/cerebras"
+endif
+	@du -sh "$(WHEELHOUSE)"
 
 cerebras-env:
 ifeq ($(CEREBRAS),1)
-	bash scripts/cerebras_env.sh
+	WHEELHOUSE="$(abspath $(WHEELHOUSE))" bash scripts/cerebras_env.sh
 endif
 
 data: setup

@@ -3,6 +3,7 @@
 #
 #   scripts/cerebras_env.sh            # create or update ./.venv-cerebras (idempotent)
 #   CEREBRAS_VENV=/path scripts/cerebras_env.sh
+#   scripts/cerebras_env.sh --download DIR   # only download every wheel it needs into DIR (a wheelhouse)
 #
 # cerebras-pytorch 2.10.0 ships only a CPython 3.11 wheel for Linux x86_64 and pins torch==2.4.0 and
 # numpy==1.25.0, so it gets its own virtual environment. gigagpt is installed with --no-deps plus an
@@ -15,6 +16,18 @@ VENV="${CEREBRAS_VENV:-$ROOT/.venv-cerebras}"
 CSTORCH_VERSION="2.10.0"
 # gigagpt's runtime deps and what notebook 04 needs (torch and numpy come from cerebras-pytorch).
 EXTRA_DEPS=(pyyaml tiktoken tqdm pytest papermill ipykernel matplotlib ipywidgets nbconvert)
+# A room without internet (README): `--download DIR` (what `WHEELHOUSE_CEREBRAS=1 make wheelhouse` runs) saves
+# the wheels; where $WHEELHOUSE/cerebras holds them (default ./wheelhouse), installs come from there alone.
+DOWNLOAD=""
+if [[ "${1:-}" == "--download" ]]; then
+    DOWNLOAD="${2:?usage: scripts/cerebras_env.sh --download DIR}"
+    CEREBRAS_ENV_REQUIRED=1  # asked for explicitly: where it cannot be done, fail
+fi
+WHEELS="${WHEELHOUSE:-$ROOT/wheelhouse}/cerebras"
+FROM_WHEELHOUSE=()
+if [[ -z "$DOWNLOAD" ]] && compgen -G "$WHEELS/cerebras_pytorch-$CSTORCH_VERSION-*.whl" > /dev/null; then
+    FROM_WHEELHOUSE=(--no-index --find-links "$WHEELS")
+fi
 
 # Where the environment cannot exist, say why and stop without failing `make course` / `make test` (notebook 04
 # and tests/test_cerebras.py then skip with the reason); CEREBRAS_ENV_REQUIRED=1 makes it an error instead.
@@ -47,19 +60,33 @@ EOF
 )
 }
 
+if [[ -n "$DOWNLOAD" ]]; then
+    # The same two steps as the install below, so the offline install finds every version it picks; plus
+    # pip/setuptools/wheel for the venv's pip upgrade and gigagpt's editable build.
+    mkdir -p "$DOWNLOAD"
+    "$PY" -m pip download --quiet --dest "$DOWNLOAD" pip setuptools wheel "cerebras-pytorch==$CSTORCH_VERSION"
+    CONSTRAINTS="$(mktemp)"
+    trap 'rm -f "$CONSTRAINTS"' EXIT
+    ls "$DOWNLOAD" | sed -nE 's/^(torch|numpy)-([^-]+)-.*\.whl$/\1==\2/p' > "$CONSTRAINTS"  # cstorch's pins
+    "$PY" -m pip download --quiet --dest "$DOWNLOAD" -c "$CONSTRAINTS" "${EXTRA_DEPS[@]}"
+    echo "cerebras_env: wheels for $VENV in $DOWNLOAD ($(du -sh "$DOWNLOAD" | cut -f1))"
+    exit 0
+fi
+
 if ready; then
     echo "cerebras_env: $VENV is ready (cerebras-pytorch $CSTORCH_VERSION, gigagpt from $ROOT)"
 else
+    [[ ${#FROM_WHEELHOUSE[@]} -gt 0 ]] && echo "cerebras_env: installing from $WHEELS (no network)"
     [[ -x "$VENV/bin/python" ]] || "$PY" -m venv "$VENV"
-    "$VENV/bin/python" -m pip install --quiet --upgrade pip
-    "$VENV/bin/python" -m pip install "cerebras-pytorch==$CSTORCH_VERSION"
+    "$VENV/bin/python" -m pip install --quiet "${FROM_WHEELHOUSE[@]}" --upgrade pip
+    "$VENV/bin/python" -m pip install "${FROM_WHEELHOUSE[@]}" "cerebras-pytorch==$CSTORCH_VERSION"
     # Constrain the extras to what cstorch installed, so nothing upgrades torch or numpy.
     CONSTRAINTS="$(mktemp)"
     trap 'rm -f "$CONSTRAINTS"' EXIT
     "$VENV/bin/python" -m pip freeze | grep -Ei '^(torch|numpy)==' > "$CONSTRAINTS"
-    "$VENV/bin/python" -m pip install -c "$CONSTRAINTS" "${EXTRA_DEPS[@]}"
-    "$VENV/bin/python" -m pip install --no-deps --no-build-isolation -e "$ROOT" \
-        || "$VENV/bin/python" -m pip install --no-deps -e "$ROOT"
+    "$VENV/bin/python" -m pip install "${FROM_WHEELHOUSE[@]}" -c "$CONSTRAINTS" "${EXTRA_DEPS[@]}"
+    "$VENV/bin/python" -m pip install "${FROM_WHEELHOUSE[@]}" --no-deps --no-build-isolation -e "$ROOT" \
+        || "$VENV/bin/python" -m pip install "${FROM_WHEELHOUSE[@]}" --no-deps -e "$ROOT"
     "$VENV/bin/python" - <<'EOF'
 import torch, numpy, cerebras.pytorch as cstorch, gigagpt
 print(f"cerebras_env: ok: cerebras-pytorch {cstorch.__version__}, torch {torch.__version__}, numpy {numpy.__version__}")
