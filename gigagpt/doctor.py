@@ -11,6 +11,7 @@ path, so that a Jupyter kernel from another environment is told so, and which ke
 """
 import argparse
 import glob
+import hashlib
 import importlib
 import importlib.util
 import os
@@ -129,7 +130,7 @@ def check_torch(ctx):
         import torch
     except Exception as e:  # not only ImportError: a broken install can raise OSError and others
         return [("fail", f"torch: cannot import it ({short(e)} in {sys.prefix})",
-                 install_fix(ctx, f"`pip install torch=={TESTED_TORCH}` (CPU wheel: add "
+                 install_fix(ctx, f"`pip install torch=={TESTED_TORCH}` (on Linux, the CPU build: add "
                                   "--index-url https://download.pytorch.org/whl/cpu)"))]
     found = torch.__version__
     if major_minor(found) < MIN_TORCH:
@@ -140,7 +141,7 @@ def check_torch(ctx):
 
 
 def import_versions(modules):
-    """({module: version}, {module: error}) for each module imported here and now."""
+    """({distribution: version}, {distribution: error}) for each {module: distribution}, imported here and now."""
     found, missing = {}, {}
     for module, dist in modules.items():
         try:
@@ -186,7 +187,8 @@ def check_gigagpt(ctx):
 
 def check_notebook_packages(ctx):
     found, missing = import_versions({"matplotlib": "matplotlib", "ipywidgets": "ipywidgets"})
-    papermill = importlib.util.find_spec("papermill") is not None  # importing it takes seconds; only headless runs use it
+    # papermill is only looked for: importing it takes ~2 s here, and only the headless runs use it
+    papermill = importlib.util.find_spec("papermill") is not None
     listed = ", ".join(f"{name} {version}" for name, version in found.items())
     fix = install_fix(ctx, f"`pip install -e \"{ctx.root}[notebooks]\"`")
     if missing:
@@ -199,8 +201,6 @@ def check_notebook_packages(ctx):
 
 
 def sha256(path):
-    import hashlib
-
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -215,7 +215,7 @@ def check_shipped_files(ctx):
     results = []
     for relative, expected in shipped.items():
         path = ctx.root / relative
-        restore = f"restore it: `git checkout -- {relative}` in {ctx.root} (or copy it from a fresh download of the course)"
+        restore = f"restore it: `git checkout -- {relative}` in {ctx.root} (or copy it from a fresh copy of the course)"
         if not path.is_file():
             results.append(("fail", f"{relative}: missing from {ctx.root}", restore))
         elif sha256(path) != expected:
@@ -282,7 +282,7 @@ def check_memory(ctx):
     names = ", ".join(f"{nb} ({default[nb]:.1f} GiB)" for nb in short_of)
     never = [nb for nb in short_of if default[nb] > total]
     fix = ("close other programs (browser tabs too) and other notebooks' kernels, then run this again"
-           + (f" (for {', '.join(never)} that is not enough: this machine has {total:.1f} GiB in all)" if never else ""))
+           + (f" (for {', '.join(never)} not enough: this machine has {total:.1f} GiB in all)" if never else ""))
     smaller = [f"{nb} with `smoke = True` ({smoke[nb]:.1f} GiB)" for nb in short_of
                if smoke[nb] < default[nb] and smoke[nb] <= available]
     if smaller:
@@ -291,7 +291,8 @@ def check_memory(ctx):
 
 
 def cerebras_version(root):
-    dists = glob.glob(str(root / ".venv-cerebras" / "lib" / "python3.*" / "site-packages" / "cerebras_pytorch-*.dist-info"))
+    site_packages = root / ".venv-cerebras" / "lib" / "python3.*" / "site-packages"
+    dists = glob.glob(str(site_packages / "cerebras_pytorch-*.dist-info"))
     return dists and Path(dists[0]).name[len("cerebras_pytorch-"):-len(".dist-info")]
 
 

@@ -42,5 +42,6 @@ cd "$WORK"  # the venv's gigagpt, not the checkout's folder on the path
     --checkpoint_steps 0 --log_interval 1
 EOF
 install_s=$((SECONDS - start))
-echo "offline_install_check: ok: wheelhouse $(du -sh "$WHEELHOUSE" | cut -f1) ($(ls "$WHEELHOUSE"/*.whl | wc -l) wheels)" \
-     "built in ${download_s} s; offline venv + doctor + 2 training steps in ${install_s} s"
+echo "offline_install_check: ok: wheelhouse $(du -sh "$WHEELHOUSE" | cut -f1)" \
+     "($(ls "$WHEELHOUSE"/*.whl | wc -l) wheels) built in ${download_s} s;" \
+     "offline venv + doctor + 2 training steps in ${install_s} s"
