@@ -68,6 +68,7 @@ class RunConfig:
 class Config:
     model: GPTConfig
     run: RunConfig
+    pinned: frozenset = frozenset()  # model keys the config sets; vocab_size and positions otherwise follow the data
 
     def to_dict(self):
         return {"model": asdict(self.model), "run": asdict(self.run)}
@@ -89,7 +90,7 @@ def load_config(path=None, **overrides) -> Config:
         except yaml.YAMLError as e:
             mark = getattr(e, "problem_mark", None)
             where = f" at line {mark.line + 1}" if mark else ""
-            raise GigaGPTError(f"{path} is not valid YAML{where}: {getattr(e, 'problem', e)}") from None
+            raise GigaGPTError(f"{path} is not valid YAML{where}: {getattr(e, 'problem', e)}") from e
         if not isinstance(values, dict):
             raise GigaGPTError(f"{path} must be a mapping of keys to values, got {type(values).__name__}")
     values.update(overrides)
@@ -101,7 +102,7 @@ def load_config(path=None, **overrides) -> Config:
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise GigaGPTError(f"unknown config key {key!r}{hint}")
         (model if key in MODEL_KEYS else run)[key] = _check_type(key, value, spec.type)
-    return Config(GPTConfig(**model), RunConfig(**run))
+    return Config(GPTConfig(**model), RunConfig(**run), frozenset(model))
 
 
 def _check_type(key, value, annotation):

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from gigagpt import checkpoint
 from gigagpt.errors import GigaGPTError
 from gigagpt.tokenizer import get_encoding
 
@@ -29,11 +30,8 @@ _SAFE_CUT = re.compile(r"(?<=\S\n)(?=\S)")
 
 def _write_atomic(path: Path, write):
     """write(f) into a temp file, then rename: a crash never leaves a half-written file under `path`."""
-    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        result = write(f)
-    os.replace(tmp, path)
-    return result
+    with checkpoint.atomic(path) as tmp, open(tmp, "wb") as f:
+        return write(f)
 
 
 def _write_meta(out_dir: Path, meta: dict):
@@ -93,7 +91,7 @@ def prepare(text_file, out_dir, tokenizer="gpt2", val_fraction=0.1) -> dict:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise GigaGPTError(f"{text_file} is not UTF-8 text (invalid byte at offset {e.start})") from None
+        raise GigaGPTError(f"{text_file} is not UTF-8 text (invalid byte at offset {e.start})") from e
     if not text.strip():
         raise GigaGPTError(f"{text_file} is empty; prepare needs some text")
     enc = get_encoding(tokenizer, chars=text) if tokenizer == "char" else get_encoding(tokenizer)
@@ -184,8 +182,8 @@ def load_meta(data_dir) -> dict:
         raise GigaGPTError(f"{what} {data_dir} not found; create it with {PREPARE_HINT.format(data_dir)}")
     try:
         return json.loads(path.read_text())
-    except (ValueError, UnicodeDecodeError):
-        raise GigaGPTError(f"{path} is corrupt (not JSON); re-create it with {PREPARE_HINT.format(data_dir)}") from None
+    except (ValueError, UnicodeDecodeError) as e:
+        raise GigaGPTError(f"{path} is corrupt (not JSON); re-create it with {PREPARE_HINT.format(data_dir)}") from e
 
 
 def load_tokens(data_dir, split) -> np.memmap:

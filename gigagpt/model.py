@@ -2,6 +2,7 @@
 
 The same module runs unchanged on a laptop, under FSDP2 on many GPUs and on Cerebras (which traces it).
 """
+import hashlib
 import math
 from dataclasses import dataclass
 
@@ -10,6 +11,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from gigagpt.errors import GigaGPTError
+from gigagpt.lm_loss import lm_head_loss
+
+ACTIVATIONS = {"gelu": "none", "gelu_tanh": "tanh"}  # exact GELU (gigaGPT) | tanh approximation (GPT-2)
 
 
 @dataclass
@@ -22,7 +26,9 @@ class GPTConfig:
     dropout: float = 0.0
     bias: bool = True
     init_std: float = 0.02
+    activation: str = "gelu"  # "gelu" (exact, as gigaGPT) or "gelu_tanh" (OpenAI's GPT-2, HF's "gelu_new")
     attention: str = "sdpa"  # "sdpa" (fused kernel) or "explicit" (plain ops, for compilers that need them)
+    loss: str = "auto"  # "plain", "chunked" (LM head + cross-entropy a slice of rows at a time), "auto"
     pad_vocab_multiple: int = 1  # embedding rows rounded up to a multiple of this (64: faster GPU matmuls)
 
     @property
@@ -40,14 +46,29 @@ class GPTConfig:
                 f"heads ({self.heads}) must divide width ({self.width}): "
                 f"try heads={_nearest_divisor(self.width, self.heads)}"
             )
-        if self.attention not in ("sdpa", "explicit"):
-            raise GigaGPTError(f"attention must be 'sdpa' or 'explicit', got {self.attention!r}")
+        for key, choices in (("activation", ACTIVATIONS), ("attention", ("sdpa", "explicit")),
+                             ("loss", ("auto", "plain", "chunked"))):
+            if getattr(self, key) not in choices:
+                raise GigaGPTError(f"{key} must be one of {', '.join(choices)}; got {getattr(self, key)!r}")
         if not 0.0 <= self.dropout < 1.0:
             raise GigaGPTError(f"dropout must be in [0, 1), got {self.dropout}")
 
 
 def _nearest_divisor(n, k):
     return min((d for d in range(1, n + 1) if n % d == 0), key=lambda d: abs(d - k))
+
+
+class KVCache(dict):
+    """Each attention layer's keys and values of the positions seen so far: with it, generating a token costs
+    one position's work instead of the whole prefix's. Fill it with the prompt, then feed one token at a time."""
+
+    length = 0  # positions cached
+
+    def extend(self, layer, k, v):
+        if layer in self:
+            k, v = torch.cat([self[layer][0], k], dim=-2), torch.cat([self[layer][1], v], dim=-2)
+        self[layer] = (k, v)
+        return k, v
 
 
 class CausalSelfAttention(nn.Module):
@@ -60,26 +81,29 @@ class CausalSelfAttention(nn.Module):
         self.proj = nn.Linear(config.width, config.width, bias=config.bias)
         self.proj_dropout = nn.Dropout(config.dropout)
 
-    def forward(self, x):
+    def forward(self, x, cache=None):
         B, T, C = x.shape
         # (B, T, 3C) -> three (B, heads, T, head_dim) tensors
         q, k, v = self.qkv(x).view(B, T, 3, self.heads, C // self.heads).permute(2, 0, 3, 1, 4)
+        if cache is not None:
+            k, v = cache.extend(self, k, v)
+        causal = q.size(-2) == k.size(-2)  # else one new token, which may see every cached position
+        dropout = self.dropout if self.training else 0.0
         if self.attention == "sdpa":
-            dropout = self.dropout if self.training else 0.0
-            y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True)
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=causal)
         else:
-            y = explicit_attention(q, k, v, self.dropout if self.training else 0.0)
+            y = explicit_attention(q, k, v, dropout, causal)
         y = y.transpose(1, 2).reshape(B, T, C)
         return self.proj_dropout(self.proj(y))
 
 
-def explicit_attention(q, k, v, dropout=0.0):
+def explicit_attention(q, k, v, dropout=0.0, causal=True):
     """softmax(QK^T / sqrt(d) + causal mask) V in plain ops, as gigaGPT writes it."""
-    T = q.size(-2)
     scores = q @ k.transpose(-2, -1) / math.sqrt(q.size(-1))
-    mask = torch.triu(torch.full((T, T), float("-inf"), device=q.device), diagonal=1)
-    weights = torch.softmax(scores + mask.to(scores.dtype), dim=-1)
-    return F.dropout(weights, dropout) @ v
+    if causal:
+        T = q.size(-2)
+        scores = scores + torch.triu(torch.full((T, T), float("-inf"), device=q.device), 1).to(scores.dtype)
+    return F.dropout(torch.softmax(scores, dim=-1), dropout) @ v
 
 
 class MLP(nn.Module):
@@ -88,9 +112,10 @@ class MLP(nn.Module):
         self.fc = nn.Linear(config.width, 4 * config.width, bias=config.bias)
         self.proj = nn.Linear(4 * config.width, config.width, bias=config.bias)
         self.dropout = nn.Dropout(config.dropout)
+        self.approximate = ACTIVATIONS[config.activation]
 
     def forward(self, x):
-        return self.dropout(self.proj(F.gelu(self.fc(x))))
+        return self.dropout(self.proj(F.gelu(self.fc(x), approximate=self.approximate)))
 
 
 class Block(nn.Module):
@@ -101,13 +126,14 @@ class Block(nn.Module):
         self.ln_2 = nn.LayerNorm(config.width, bias=config.bias)
         self.mlp = MLP(config)
 
-    def forward(self, x):
-        x = x + self.attn(self.ln_1(x))
+    def forward(self, x, cache=None):
+        x = x + self.attn(self.ln_1(x), cache)
         return x + self.mlp(self.ln_2(x))
 
 
 class GPT(nn.Module):
-    def __init__(self, config: GPTConfig):
+    def __init__(self, config: GPTConfig, seed: int = 0):
+        """Built under `torch.device("meta")` it holds shapes only, and a backend calls init_weights later."""
         super().__init__()
         self.config = config
         self.wte = nn.Embedding(config.padded_vocab_size, config.width)
@@ -117,38 +143,53 @@ class GPT(nn.Module):
         self.ln_f = nn.LayerNorm(config.width, bias=config.bias)
         self.lm_head = nn.Linear(config.width, config.padded_vocab_size, bias=False)
         self.lm_head.weight = self.wte.weight  # tied: one matrix embeds tokens and scores them
-        self.reset_parameters()
+        if not self.wte.weight.is_meta:
+            self.init_weights(seed)
+
+    def to_empty(self, *, device, recurse=True):
+        """Allocate (uninitialised) storage for a model built on meta, keeping the LM head tied."""
+        super().to_empty(device=device, recurse=recurse)
+        self.lm_head.weight = self.wte.weight
+        return self
 
     @torch.no_grad()
-    def reset_parameters(self):
-        """gigaGPT's init: N(0, init_std), residual projections scaled by 1/sqrt(2*depth), biases 0."""
-        if self.wte.weight.is_meta:
-            return  # shapes only: a backend initialises after materialising the weights
-        std = self.config.init_std
-        for module in self.modules():
-            if isinstance(module, (nn.Linear, nn.Embedding)) and module is not self.lm_head:  # lm_head is wte
-                nn.init.normal_(module.weight, std=std)
-                if getattr(module, "bias", None) is not None:
-                    nn.init.zeros_(module.bias)
-            elif isinstance(module, nn.LayerNorm):
-                module.reset_parameters()  # weight 1, bias 0
-        for block in self.blocks:  # each block adds two residual branches to the stream
-            for proj in (block.attn.proj, block.mlp.proj):
-                nn.init.normal_(proj.weight, std=std / math.sqrt(2 * self.config.depth))
+    def init_weights(self, seed):
+        for name, param in self.named_parameters():
+            self.init_parameter(name, param, seed)
 
-    def forward(self, input_ids, labels=None):
-        T = input_ids.size(1)
-        if T > self.config.max_position_embeddings:
-            raise GigaGPTError(
-                f"sequence of {T} tokens exceeds max_position_embeddings={self.config.max_position_embeddings}"
-            )
-        positions = torch.arange(T, device=input_ids.device)
+    def init_parameter(self, name, tensor, seed):
+        """gigaGPT's init: N(0, init_std), residual projections scaled by 1/sqrt(2*depth), biases 0, LayerNorm
+        gains 1. Each tensor draws from its own generator, seeded by (seed, its name): the weights do not depend
+        on construction order, and every process of a sharded run can draw any tensor alone (FSDP does)."""
+        module = self.get_submodule(name.rpartition(".")[0])
+        with torch.no_grad():
+            if isinstance(module, nn.LayerNorm):
+                return tensor.fill_(1.0 if name.endswith("weight") else 0.0)
+            if name.endswith("bias"):
+                return tensor.zero_()
+            std = self.config.init_std
+            if name.endswith(("attn.proj.weight", "mlp.proj.weight")):  # each block adds two residual branches
+                std /= math.sqrt(2 * self.config.depth)
+            digest = hashlib.blake2b(f"{seed}/{name}".encode(), digest_size=8).digest()
+            tensor_seed = int.from_bytes(digest, "little") >> 1
+            if tensor.device.type in ("cpu", "cuda", "mps"):
+                return tensor.normal_(0.0, std, generator=torch.Generator(tensor.device).manual_seed(tensor_seed))
+            with torch.random.fork_rng(devices=[]):  # devices without generator objects (cstorch's lazy device)
+                torch.manual_seed(tensor_seed)
+                return tensor.normal_(0.0, std)
+
+    def forward(self, input_ids, labels=None, cache=None):
+        start, T = (cache.length if cache is not None else 0), input_ids.size(1)
+        if start + T > self.config.max_position_embeddings:
+            raise GigaGPTError(f"sequence of {start + T} tokens exceeds "
+                               f"max_position_embeddings={self.config.max_position_embeddings}")
+        positions = torch.arange(start, start + T, device=input_ids.device)
         x = self.drop(self.wte(input_ids) + self.wpe(positions))
         for block in self.blocks:
-            x = block(x)
-        logits = self.lm_head(self.ln_f(x))
-        if self.config.padded_vocab_size > self.config.vocab_size:
-            logits = logits[..., : self.config.vocab_size]  # padding rows: never predicted, never in the loss
-        if labels is None:
-            return logits
-        return F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten())
+            x = block(x, cache)
+        if cache is not None:
+            cache.length += T
+        x = self.ln_f(x)
+        if labels is not None:
+            return lm_head_loss(x, self.lm_head.weight, labels, self.config.vocab_size, self.config.loss)
+        return self.lm_head(x)[..., : self.config.vocab_size]  # padding rows: never predicted

@@ -43,7 +43,7 @@ class CharTokenizer:
             return [self._ids[c] for c in text]
         except KeyError as e:
             raise GigaGPTError(f"character {e.args[0]!r} is not in this char vocabulary of {self.n_vocab} "
-                               f"characters; prepare your text with `gigagpt prepare FILE --tokenizer char`") from None
+                               f"characters; prepare your text with `gigagpt prepare FILE --tokenizer char`") from e
 
     encode_ordinary = encode  # tiktoken's names too, so data.py treats both tokenizers alike
 
@@ -68,7 +68,7 @@ def _gpt2() -> tiktoken.Encoding:
         raw = GPT2_RANKS.read_bytes()
     except OSError as e:
         raise GigaGPTError(f"cannot read {GPT2_RANKS} ({e.strerror}); restore it with "
-                           f"`git checkout -- gigagpt/gpt2.tiktoken` or reinstall gigagpt") from None
+                           f"`git checkout -- gigagpt/gpt2.tiktoken` or reinstall gigagpt") from e
     if hashlib.sha256(raw).hexdigest() != GPT2_SHA256:
         raise GigaGPTError(f"{GPT2_RANKS} is corrupt (sha256 mismatch); restore it with "
                            f"`git checkout -- gigagpt/gpt2.tiktoken` or reinstall gigagpt")

@@ -5,33 +5,50 @@ It is written in cerebras.pytorch's idiom, as gigaGPT's is: the step is a functi
 checkpoints) happens in closures the backend runs once the step's results exist.
 """
 import json
-import math
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
-from gigagpt import data, scaling
+from gigagpt import checkpoint, data, scaling
 from gigagpt.backends import get_backend
 from gigagpt.errors import GigaGPTError
+from gigagpt.optim import lr_at
 
 
-def lr_at(step, run):
-    """Learning rate for optimizer step `step` (0-based): linear warmup from 0, cosine decay to 10% of peak."""
-    if step < run.warmup_steps:
-        return run.learning_rate * step / run.warmup_steps
-    progress = min((step - run.warmup_steps) / run.decay_steps, 1.0)
-    return run.learning_rate * (0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * progress)))
+def fit_model_config(cfg, meta):
+    """The model this run trains. vocab_size follows the dataset's meta.json and max_position_embeddings the
+    sequence length, unless the config pins them or the checkpoint to resume from fixes them; then they are
+    checked against the data."""
+    model, run = cfg.model, cfg.run
+    fixed = checkpoint.model_config_of(run.checkpoint_path) if run.checkpoint_path else {}
+    needed = {"vocab_size": (meta["vocab_size"], f"dataset {run.dataset} has {meta['vocab_size']:,} tokens"),
+              "max_position_embeddings": (run.sequence_length, f"sequence_length is {run.sequence_length}")}
+    for key, (need, why) in needed.items():
+        if key not in fixed and key not in cfg.pinned:
+            model = replace(model, **{key: need})
+            continue
+        have, source = (fixed[key], "the checkpoint") if key in fixed else (getattr(model, key), "the config")
+        if have < need:
+            fix = (f"set {key} to at least {need}, or leave it out of the config to follow the data"
+                   if key not in fixed else "train on data prepared with the checkpoint's tokenizer"
+                   if key == "vocab_size" else f"use a sequence_length of at most {have}")
+            raise GigaGPTError(f"{why}, but {source} fixes {key}={have}: {fix}")
+        model = replace(model, **{key: have})
+    return model
 
 
-def param_groups(model, weight_decay):
-    """Weight decay on matrices (≥2-D) only; biases and LayerNorm gains are left alone."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    return [
-        {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
-        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
-    ]
+def planned_model_config(cfg):
+    """fit_model_config before training (gigagpt info, bench): from the dataset where it is prepared; else
+    positions follow sequence_length and vocab_size keeps its value (GPT-2's, unless the config pins one)."""
+    try:
+        return fit_model_config(cfg, data.load_meta(cfg.run.dataset)), True
+    except GigaGPTError:
+        if "max_position_embeddings" in cfg.pinned:
+            return cfg.model, False
+        return replace(cfg.model, max_position_embeddings=cfg.run.sequence_length), False
 
 
 @torch.no_grad()
@@ -45,7 +62,7 @@ def estimate_loss(model, backend, tokens):
     return backend.reduce_mean(torch.stack(losses).mean()) if losses else None
 
 
-def make_training_step(backend, model, optimizer, scheduler, run):
+def make_training_step(backend, model, optimizer, scheduler):
     """The step every backend runs: forward and backward per micro-batch, clip, AdamW, schedule.
 
     `gigagpt bench` times this same function, so its numbers are those of `train`.
@@ -65,7 +82,7 @@ def make_training_step(backend, model, optimizer, scheduler, run):
                 loss = model(input_ids[i], labels[i]) / accum
             loss.backward()
             total_loss = total_loss + loss.detach()
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, run.max_gradient_norm)
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, backend.run.max_gradient_norm)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
@@ -82,23 +99,16 @@ def train(cfg, progress=True, on_log=None):
     run = cfg.run
     backend = get_backend(run)
     meta = data.load_meta(run.dataset)
-    if meta["vocab_size"] > cfg.model.vocab_size:
-        raise GigaGPTError(
-            f"dataset {run.dataset} has {meta['vocab_size']} tokens but the model's vocab_size is "
-            f"{cfg.model.vocab_size}: set vocab_size to at least {meta['vocab_size']}"
-        )
+    cfg = replace(cfg, model=fit_model_config(cfg, meta))
     train_tokens = data.load_tokens(run.dataset, "train")
     val_tokens = data.load_tokens(run.dataset, "val")
     backend.check_fits(cfg.model)
 
-    model = backend.build_model(cfg.model, run.seed)
-    optimizer = backend.make_optimizer(param_groups(model, run.weight_decay), run)
-    scheduler = backend.make_scheduler(optimizer, run)
-    start_step = 0
-    if run.checkpoint_path:
-        start_step = backend.load_checkpoint(run.checkpoint_path, model, optimizer, scheduler)["step"]
-
-    training_step = make_training_step(backend, model, optimizer, scheduler, run)
+    model = backend.build_model(cfg.model)
+    optimizer = backend.make_optimizer(model)
+    scheduler = backend.make_scheduler(optimizer)
+    start_step = backend.load_checkpoint(model, optimizer, scheduler) if run.checkpoint_path else 0
+    training_step = make_training_step(backend, model, optimizer, scheduler)
 
     out_dir = Path(run.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -140,7 +150,7 @@ def train(cfg, progress=True, on_log=None):
     @backend.checkpoint_closure
     def save_checkpoint(step):
         start = time.perf_counter()
-        path = backend.save_checkpoint(out_dir, step, model, optimizer, scheduler, extra)
+        path = backend.save_checkpoint(step, model, optimizer, scheduler, extra)
         if backend.is_main and progress:
             bar.write(f"saved {path}")
         clock["last"] += time.perf_counter() - start  # nor does saving

@@ -116,7 +116,7 @@ def test_validate_only_lowers_the_training_step_to_cirh(char_data, tmp_path):
                             cwd=tmp_path)
     assert "cirh.mlir" in proc.stdout
     summary = json.loads(python_cerebras(
-        "import json; from gigagpt.backends.cerebras import compiled_graph, graph_summary\n"
+        "import json; from gigagpt.cirh import compiled_graph, graph_summary\n"
         f"g = graph_summary(compiled_graph({str(art)!r}))\n"
         "print(json.dumps({'ops': g['ops'], 'phases': sorted({p for p, _ in g['phases']}),\n"
         "  'matmul_dtypes': sorted({t['dtype'] for t in g['tensors'] if 'cirh.MatMul' in t['ops']}),\n"

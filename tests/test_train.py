@@ -55,7 +55,7 @@ def test_interrupt_saves_a_checkpoint(char_data, tmp_path):
     cfg = load_config(None, **tiny_overrides(char_data, tmp_path, num_steps=50))
     with pytest.raises(KeyboardInterrupt):
         train(cfg, progress=False, on_log=stop_at_step_3)
-    assert torch.load(tmp_path / "checkpoint_3.pt", weights_only=False)["step"] == 3
+    assert torch.load(tmp_path / "checkpoint_3.pt", weights_only=True)["step"] == 3
 
 
 def test_lr_schedule():
@@ -124,3 +124,42 @@ def test_cli_train_and_sample(char_data, tmp_path):
     result = run_cli("sample", "--checkpoint", str(tmp_path / "checkpoint_6.pt"), "--prompt", "KING",
                      "--max_new_tokens", "10", "--seed", "0")
     assert result.returncode == 0 and result.stdout.startswith("KING"), result.stderr
+
+
+def test_your_own_text_just_works(tmp_path):
+    """The new user's path: any UTF-8 text, character level, trained with the shipped config. Its vocabulary
+    (here with characters tiny Shakespeare lacks) comes from the data's meta.json."""
+    text = "Ça va? Größe: 3 × 4 = 12. 日本語, emoji 🙂 — «quotes»!\n" * 400
+    (tmp_path / "my_corpus.txt").write_text(text, encoding="utf-8")
+    done = run_cli("prepare", str(tmp_path / "my_corpus.txt"), "--tokenizer", "char", "--out", str(tmp_path / "mine"))
+    assert done.returncode == 0, done.stderr
+    vocab = len(set(text))
+    assert vocab > 30 and not set(text) <= set((REPO / "data" / "tinyshakespeare.txt").read_text())
+    done = run_cli("train", "configs/shakespeare_char.yaml", "--dataset", str(tmp_path / "mine"), "--out_dir",
+                   str(tmp_path / "out"), "--num_steps", "3", "--width", "32", "--depth", "1", "--heads", "2",
+                   "--sequence_length", "16", "--batch_size", "4", "--eval_steps", "1", "--checkpoint_steps", "0")
+    assert done.returncode == 0, done.stderr
+    model, encoding = load_model(tmp_path / "out" / "checkpoint_3.pt")
+    assert model.config.vocab_size == encoding.n_vocab == vocab and model.config.max_position_embeddings == 16
+    assert sample(model, encoding, "Größe", max_new_tokens=5, seed=0).startswith("Größe")
+
+
+def test_vocabulary_and_positions_follow_the_data_unless_pinned(char_data, tmp_path):
+    from gigagpt.data import load_meta
+
+    vocab = load_meta(char_data)["vocab_size"]  # the 61 characters of the first 100k
+    base = tiny_overrides(char_data, tmp_path, num_steps=2)
+    del base["vocab_size"], base["max_position_embeddings"], base["sequence_length"]
+    train(load_config(None, **base, sequence_length=24), progress=False)
+    model, _ = load_model(tmp_path / "checkpoint_2.pt")
+    assert (model.config.vocab_size, model.config.max_position_embeddings) == (vocab, 24)
+    with pytest.raises(GigaGPTError, match=f"has {vocab} tokens, but the config fixes vocab_size=60: set vocab_size "
+                                           f"to at least {vocab}, or leave it out"):
+        train(load_config(None, **base, sequence_length=24, vocab_size=60), progress=False)
+    with pytest.raises(GigaGPTError, match="sequence_length is 40, but the config fixes max_position_embeddings=32"):
+        train(load_config(None, **base, sequence_length=40, max_position_embeddings=32), progress=False)
+    # resuming: the checkpoint fixes them (its weights have those shapes)
+    with pytest.raises(GigaGPTError, match="sequence_length is 32, but the checkpoint fixes max_position_embeddings"
+                                           "=24: use a sequence_length of at most 24"):
+        train(load_config(None, **{**base, "num_steps": 4, "sequence_length": 32,
+                                   "checkpoint_path": str(tmp_path / "checkpoint_2.pt")}), progress=False)

@@ -1,9 +1,10 @@
 """Backends say *how* each part of a training step happens on one runtime; `gigagpt.train` says *what* happens.
 
 The loop is written once, in cerebras.pytorch's idiom (a traced step, closures for logging and checkpoints).
-Outside Cerebras those hooks are identities, and each backend only fills in what really differs:
-building/placing the model, the optimizer and schedule, which rows of the global batch this process sees,
-and how checkpoints are written. Each backend module imports its own runtime (torch.distributed, cstorch).
+`Backend` below declares every method the loop calls: a new backend subclasses it and fills in those that
+raise NotImplementedError; the rest are the defaults of an eager, single-process runtime. Each backend
+module imports its own runtime (torch.distributed, cstorch) and the shared modules (optim, checkpoint,
+data), never the loop.
 """
 import os
 from contextlib import nullcontext
@@ -32,30 +33,59 @@ def get_backend(run):
 
 
 class Backend:
-    """Defaults shared by every backend: one process, eager execution, identity hooks."""
+    """The seam between the loop and a runtime. `self.run` holds the run's settings (a RunConfig)."""
 
-    rank, world_size, is_main = 0, 1, True
-    device = torch.device("cpu")
-    dtype = "float32"
+    rank, world_size, is_main = 0, 1, True  # this process among the run's processes
+    device = torch.device("cpu")  # where batches go
+    dtype = "float32"  # the precision the backend computes in: "float32" or "bfloat16"
 
     def __init__(self, run):
         self.run = run
 
-    # --- hooks that cerebras.pytorch implements for real ---
+    # --- the model, its optimizer and its checkpoints ---
+    def check_fits(self, model_config):
+        """Raise GigaGPTError, before anything is allocated, if training cannot fit here. Default: no check."""
+
+    def build_model(self, model_config):
+        """The GPT to train, placed (and wrapped) for this runtime, with the weights of
+        `GPT.init_weights(self.run.seed)`: the same for every backend and process count."""
+        raise NotImplementedError
+
+    def make_optimizer(self, model):
+        """AdamW over `optim.param_groups(model, run.weight_decay)`, with `optim.BETAS` and `run.adam_epsilon`."""
+        raise NotImplementedError
+
+    def make_scheduler(self, optimizer):
+        """A schedule that sets the learning rate of optimizer step s to `optim.lr_at(s, run)`."""
+        raise NotImplementedError
+
+    def save_checkpoint(self, step, model, optimizer, scheduler, extra):
+        """Write `checkpoint.layout(step, ..., extra)` under run.out_dir, atomically; return its path."""
+        raise NotImplementedError
+
+    def load_checkpoint(self, model, optimizer, scheduler):
+        """Restore run.checkpoint_path into the model, optimizer and scheduler; return its step."""
+        raise NotImplementedError
+
+    # --- the step, in cerebras.pytorch's idiom: identities where the step runs eagerly ---
     def trace(self, fn):
+        """Wrap the training step: cstorch records it once as a graph; elsewhere it just runs."""
         return fn
 
     def step_closure(self, fn):
+        """Wrap a function that reads the step's values (logging): cstorch runs it once they exist."""
         return fn
 
     def checkpoint_closure(self, fn):
+        """Wrap the checkpoint function: cstorch runs it after the step, at the steps it was told of."""
         return fn
 
     def autocast(self):
+        """The context the forward pass runs in (bf16 autocast where self.dtype is bfloat16)."""
         return nullcontext()
 
     def set_gradient_sync(self, model, enabled):
-        pass  # FSDP skips the gradient reduce-scatter on all but the last micro-batch
+        """Called before each micro-batch: FSDP reduce-scatters gradients only on the last one."""
 
     # --- data: every process draws the same global batch and keeps its own rows ---
     def global_batch(self, tokens, step, batch_size, stream=0):
@@ -76,12 +106,14 @@ class Backend:
             yield step, x.view(accum, -1, T), y.view(accum, -1, T)
 
     def eval_batches(self, tokens):
+        """The validation batches (the same ones at every evaluation); none where the backend evaluates elsewhere."""
         micro_batch = self.run.batch_size // self.run.gradient_accumulation_steps
         for i in range(self.run.eval_steps):
-            yield self.global_batch(tokens, i, micro_batch, stream=1)  # the same batches at every evaluation
+            yield self.global_batch(tokens, i, micro_batch, stream=1)
 
     def reduce_mean(self, value):
+        """The mean of a scalar over all processes, as a float."""
         return float(value)
 
     def finish(self):
-        pass
+        """Called once when the loop ends, also after an error or Ctrl-C."""

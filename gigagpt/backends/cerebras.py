@@ -17,16 +17,12 @@ cstorch rules every step obeys: one backend per process; the step is traced once
 (`.item()`, shapes that depend on values) is rejected and anything outside the step runs only on step 1; batch
 sizes are uniform; CSX computes matmuls in bfloat16 with float32 weights.
 
-cstorch is imported only here. The graph reader at the bottom (`compiled_graph`, `graph_summary`) is plain text
-parsing, used by notebook 04 to show what the compiler produced.
+cstorch is imported only here. `gigagpt.cirh` reads what the compiler produced (notebook 04 shows it).
 """
 import dataclasses
-import math
 import os
-import re
 import shutil
 import sys
-from collections import Counter
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -37,7 +33,7 @@ from cerebras.appliance.cluster.config import ClusterConfigError
 from cerebras.pytorch.backend import current_backend
 from cerebras.pytorch.utils.data.utils import Schedule
 
-from gigagpt import data
+from gigagpt import checkpoint, cirh, data, optim
 from gigagpt.backends import Backend
 from gigagpt.errors import GigaGPTError
 from gigagpt.model import GPT
@@ -68,37 +64,36 @@ class CerebrasBackend(Backend):
             self.dtype = "bfloat16"
         else:
             self.dtype = "bfloat16" if run.dtype == "bfloat16" else "float32"  # auto: float32, to match plain torch
-        self.module = None
 
     def check_fits(self, model_config):
-        pass  # weight streaming: weights and optimizer state live in MemoryX, not on the wafer; the compiler checks the rest
+        """Nothing to check here: weights and optimizer state live in MemoryX, not on the wafer, and the
+        compiler fits the rest (it picks the micro-batch)."""
 
-    def build_model(self, model_config, seed):
-        torch.manual_seed(seed)
+    def build_model(self, model_config):
+        model_config = dataclasses.replace(model_config, loss="plain")  # one graph: no custom autograd function
         if self.cs.is_csx:
             # Built on the lazy device, the initialisation is traced (and, with validate_only, never run).
-            # cstorch's device context gives every random op its own generator seeded from torch's.
             with self.cs.device:
-                self.module = GPT(model_config)
-        else:
-            # Built outside the device context, so torch's default generator draws the weights: the CPU
-            # backend starts from exactly the torch backend's weights.
-            self.module = GPT(model_config)
+                model = GPT(model_config, seed=self.run.seed)
+        else:  # built on the CPU, with the same weights as the torch backend's
+            model = GPT(model_config, seed=self.run.seed)
+        torch.manual_seed(self.run.seed)  # dropout's random stream
         # A callable that runs the traced forward; parameters(), state_dict(), train() etc. are the module's.
-        return cstorch.compile(self.module, self.cs)
+        return cstorch.compile(model, self.cs)
 
-    def make_optimizer(self, param_groups, run):
+    def make_optimizer(self, model):
         # lr is a placeholder: the schedule sets it every step. Weight decay comes from each param group.
-        return cstorch.optim.AdamW(
-            param_groups, lr=run.learning_rate, betas=(0.9, 0.95), eps=run.adam_epsilon, correct_bias=True
-        )
+        run = self.run
+        return cstorch.optim.AdamW(optim.param_groups(model, run.weight_decay), lr=run.learning_rate,
+                                   betas=optim.BETAS, eps=run.adam_epsilon, correct_bias=True)
 
-    def make_scheduler(self, optimizer, run):
-        """gigaGPT's schedule, which train.lr_at also computes: linear warmup from 0, cosine to 10% of peak."""
-        lr, lrs = run.learning_rate, cstorch.optim.lr_scheduler
-        cosine = lrs.CosineDecayLR(
-            optimizer, initial_learning_rate=lr, end_learning_rate=0.1 * lr, total_iters=run.decay_steps
-        )
+    def make_scheduler(self, optimizer):
+        """optim.lr_at in cstorch's schedulers (part of the traced graph): linear warmup from 0, then a cosine
+        to optim.MIN_LR_RATIO of the peak."""
+        run, lrs = self.run, cstorch.optim.lr_scheduler
+        lr = run.learning_rate
+        cosine = lrs.CosineDecayLR(optimizer, initial_learning_rate=lr, end_learning_rate=optim.MIN_LR_RATIO * lr,
+                                   total_iters=run.decay_steps)
         if run.warmup_steps == 0:
             return cosine
         warmup = lrs.LinearLR(optimizer, initial_learning_rate=0.0, end_learning_rate=lr, total_iters=run.warmup_steps)
@@ -139,7 +134,7 @@ class CerebrasBackend(Backend):
                 f"{'compile_only' if run.compile_only else 'training'} on CSX needs a Cerebras cluster "
                 f"(cstorch: {e}); set mgmt_address, mount_dirs and python_paths in the config, "
                 f"or use validate_only to lower the step on this machine"
-            ) from None
+            ) from e
 
     def eval_batches(self, tokens):
         if self.cs.is_csx:
@@ -147,38 +142,31 @@ class CerebrasBackend(Backend):
         return super().eval_batches(tokens)
 
     # --- checkpoints: cstorch's .mdl (resumable) plus a plain torch .pt of the weights for sampling ---
-    def save_checkpoint(self, out_dir, step, model, optimizer, scheduler, extra):
-        state = {
-            "model": self.module.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "step": step,
-            **extra,
-        }
-        path = Path(out_dir) / f"checkpoint_{step}.mdl"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        cstorch.save(state, tmp)
-        os.replace(tmp, path)
+    def save_checkpoint(self, step, model, optimizer, scheduler, extra):
+        state = checkpoint.layout(step, model.state_dict(), optimizer.state_dict(), scheduler.state_dict(), extra)
+        path = Path(self.run.out_dir) / f"checkpoint_{step}.mdl"
+        with checkpoint.atomic(path) as tmp:
+            cstorch.save(state, str(tmp))
         export_for_torch(path)
         return path
 
-    def load_checkpoint(self, path, model, optimizer, scheduler):
-        path = Path(path)
+    def load_checkpoint(self, model, optimizer, scheduler):
+        """cstorch.load unpickles (dill) the non-tensor entries of a .mdl: resume from your own checkpoints only."""
+        path = Path(self.run.checkpoint_path)
         if path.suffix != ".mdl" or not path.is_file():
             raise GigaGPTError(
                 f"{path}: the Cerebras backends resume from their own checkpoint_<step>.mdl files "
                 f"(the .pt beside each holds only the weights, for sampling)"
             )
         state = cstorch.load(str(path))
-        self.module.load_state_dict(state["model"])
+        model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        return state
+        return state["step"]
 
     def finish(self):
         if self.run.validate_only:
-            graph = compiled_graph(self.cs.artifact_dir)
+            graph = cirh.compiled_graph(self.cs.artifact_dir)
             print(f"validate_only: the training step was lowered to {graph} (weights never materialised)")
 
 
@@ -211,7 +199,7 @@ def _cstorch_backend(run):
     try:
         cluster_config = cstorch.distributed.ClusterConfig(**cluster)
     except ValueError as e:  # e.g. a mount dir that does not exist, a malformed mgmt_address
-        raise GigaGPTError(f"cluster settings: {e}") from None
+        raise GigaGPTError(f"cluster settings: {e}") from e
     return cstorch.backend(
         "CSX",
         artifact_dir=artifact_dir,
@@ -259,98 +247,4 @@ def export_for_torch(mdl_path):
     state = cstorch.load(str(mdl_path))  # tensors are read from the HDF5 file as they are touched
     weights = {name: tensor.clone() for name, tensor in state["model"].items()}
     keep = {key: state[key] for key in ("step", "config", "tokenizer") if key in state}
-    pt_path = mdl_path.with_suffix(".pt")
-    tmp = pt_path.with_name(pt_path.name + ".tmp")
-    torch.save({"model": weights, **keep}, tmp)
-    os.replace(tmp, pt_path)
-    return pt_path
-
-
-# --- reading what the compiler produced (text only: no cstorch needed) ---------------------------------------
-
-def compiled_graph(artifact_dir):
-    """The newest cirh.mlir under artifact_dir/executors/<n>/."""
-    graphs = sorted(Path(artifact_dir).glob("executors/[0-9]*/cirh.mlir"))
-    if not graphs:
-        raise GigaGPTError(f"no executors/<n>/cirh.mlir under {artifact_dir}: run a CSX validate_only step first")
-    return graphs[-1]
-
-
-DTYPE_BYTES = {"f64": 8, "i64": 8, "f32": 4, "i32": 4, "bf16": 2, "f16": 2, "i16": 2, "i8": 1, "ui8": 1, "i1": 1}
-_LOC = re.compile(r"^#loc(\d+) = loc\((.*)\)\s*$")
-_OP = re.compile(r"^\s*%[\w#]+(?::\d+)?(?:, %[\w#]+)* = ([a-z_]+\.\w+)(.*?)\s+loc\(#loc(\d+)\)\s*$")
-_ARG = re.compile(r"%arg\d+: (tensor<[^>]*>) \{[^}]*?(?:tf\.resource_name|cs\.input_name) = \"([^\"]+)\"")
-_TENSOR = re.compile(r"tensor<([^>]*)>")
-
-
-def tensor_type(text):
-    """'tensor<12288x12288xbf16>' (or '12288x12288xbf16') -> ((12288, 12288), 'bf16', bytes)."""
-    *dims, dtype = text.removeprefix("tensor<").removesuffix(">").split("x")
-    shape = tuple(int(d) for d in dims if d.isdigit())
-    return shape, dtype, math.prod(shape) * DTYPE_BYTES.get(dtype, 4)
-
-
-_PHASE_FILES = {
-    "optim/scheduler.py": "lr schedule",
-    "optim/lr_scheduler.py": "lr schedule",
-    "clip_grad.py": "gradient clipping",
-    "optim/AdamBase.py": "optimizer",
-    "torch/optim/optimizer.py": "optimizer",
-}
-
-
-def phase_of(loc):
-    """Which part of the training step an op came from, read from its source location's call stack.
-
-    The stack is listed innermost call first, and the innermost known file wins: cstorch wraps
-    optimizer.step in the schedule's code, so "somewhere below the scheduler" would be wrong."""
-    hits = [(loc.find(f), phase) for f, phase in _PHASE_FILES.items() if f in loc]
-    if hits:
-        return min(hits)[1]
-    name = loc.split('"')[1] if loc.count('"') >= 2 else ""
-    return "backward" if ".bwd" in name else "forward"
-
-
-def graph_summary(path):
-    """Parse a cirh.mlir into what the notebook plots.
-
-    Returns a dict with
-      ops:      Counter of op name -> count
-      phases:   Counter of (phase, op name) -> count, phase one of forward/backward/gradient clipping/optimizer/lr schedule
-      order:    the phase of every op, in program order (where the optimizer and the schedule sit in the graph)
-      tensors:  op results grouped by (shape, dtype), biggest first: dicts with shape, dtype, bytes, count (how many
-                results have it), ops (Counter of the ops producing it) and scope (the first producer's module/op)
-      state:    [(name, shape, dtype, bytes)] graph inputs: model weights, optimizer and schedule state, the batch
-    """
-    text = Path(path).read_text()
-    locs = {}
-    for line in text.splitlines():
-        if line.startswith("#loc"):
-            m = _LOC.match(line)
-            if m:
-                locs[m.group(1)] = m.group(2)
-    ops, phases, order, tensors = Counter(), Counter(), [], {}
-    for line in text.splitlines():
-        m = _OP.match(line)
-        if not m:
-            continue
-        op, rest, loc_id = m.groups()
-        loc = locs.get(loc_id, "")
-        phase = phase_of(loc)
-        ops[op] += 1
-        phases[phase, op] += 1
-        order.append(phase)
-        result = rest.rsplit("->", 1)[-1] if "->" in rest else rest.rsplit(" : ", 1)[-1]
-        scope = loc.split('"')[1] if loc.count('"') >= 2 else ""
-        for t in _TENSOR.findall(result):
-            shape, dtype, nbytes = tensor_type(t)
-            row = tensors.setdefault((shape, dtype), {"shape": shape, "dtype": dtype, "bytes": nbytes,
-                                                      "count": 0, "ops": Counter(), "scope": scope})
-            row["count"] += 1
-            row["ops"][op] += 1
-    state = []
-    for t, name in _ARG.findall(text):
-        shape, dtype, nbytes = tensor_type(t)
-        state.append((name.removeprefix("state."), shape, dtype, nbytes))
-    tensors = sorted(tensors.values(), key=lambda row: -row["bytes"])
-    return {"ops": ops, "phases": phases, "order": order, "tensors": tensors, "state": state}
+    return checkpoint.save({"model": weights, **keep}, mdl_path.with_suffix(".pt"))

@@ -11,13 +11,12 @@ does not change. `batch_size` stays the global batch; each process takes its row
 so N processes compute what one process would (up to float rounding).
 
 Checkpoints are torch.distributed.checkpoint folders (out_dir/checkpoint_STEP/: every process writes its own
-shards, so the run's out_dir must be on a filesystem all nodes share); `gigagpt convert` turns one into the
-single-file checkpoint that `gigagpt sample` and `gigagpt.hf` read.
+shards, so the run's out_dir must be on a filesystem all nodes share); `gigagpt convert`
+(`checkpoint.convert_distributed`) turns one into the single-file checkpoint that `gigagpt sample` reads.
 """
 import os
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -28,22 +27,16 @@ from torch.distributed.checkpoint.state_dict import (
     StateDictOptions, get_state_dict, set_model_state_dict, set_optimizer_state_dict, set_state_dict,
 )
 from torch.distributed.device_mesh import init_device_mesh
-from torch.overrides import TorchFunctionMode
 
 try:  # torch >= 2.6
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 except ImportError:  # torch 2.4 and 2.5
     from torch.distributed._composable.fsdp import MixedPrecisionPolicy, fully_shard
-try:  # torch >= 2.5
-    from torch.distributed.tensor import DTensor
-except ImportError:
-    from torch.distributed._tensor import DTensor
 
-from gigagpt.backends.plain import TorchBackend, apply_activation_checkpointing, atomic_save, load_checkpoint_file
+from gigagpt import checkpoint
+from gigagpt.backends.plain import TorchBackend, apply_activation_checkpointing
 from gigagpt.errors import GigaGPTError
 from gigagpt.model import GPT
-
-TRAINER_FILE = "trainer.pt"  # step, schedule, RNG, config, tokenizer: written last, by rank 0
 
 
 class FSDPBackend(TorchBackend):
@@ -68,7 +61,7 @@ class FSDPBackend(TorchBackend):
         self.is_main = self.rank == 0
         self.mesh = init_device_mesh(self.device.type, (self.world_size,))
 
-    def build_model(self, model_config, seed):
+    def build_model(self, model_config):
         with torch.device("meta"):
             model = GPT(model_config)  # shapes only: no memory, no random numbers yet
         if self.run.activation_checkpointing:
@@ -77,12 +70,12 @@ class FSDPBackend(TorchBackend):
         mixed = self.device.type == "cuda" and self.dtype == "bfloat16"
         shard(model, self.mesh, mixed_precision=mixed)
         model.to_empty(device=self.device)  # allocate this process's shards only
-        init_like_one_process(model, seed)
+        init_shards(model, self.run.seed)
         model.reshard()
         if self.run.compile:
             model.compile()
         # Dropout: a different stream on every process (their rows differ), reproducible from the seed.
-        torch.manual_seed(int(np.random.SeedSequence([seed, self.rank]).generate_state(1)[0]))
+        torch.manual_seed(int(np.random.SeedSequence([self.run.seed, self.rank]).generate_state(1)[0]))
         return model
 
     def set_gradient_sync(self, model, enabled):
@@ -94,47 +87,43 @@ class FSDPBackend(TorchBackend):
         return t.item() / self.world_size
 
     # --- checkpoints: a torch.distributed.checkpoint folder, renamed into place once complete ---
-    def save_checkpoint(self, out_dir, step, model, optimizer, scheduler, extra):
-        final = Path(out_dir) / f"checkpoint_{step}"
-        tmp = final.with_name(final.name + ".tmp")
+    def save_checkpoint(self, step, model, optimizer, scheduler, extra):
+        final = Path(self.run.out_dir) / f"checkpoint_{step}"
+        tmp = checkpoint.temporary(final)
         if self.is_main and tmp.exists():
             shutil.rmtree(tmp)  # left by a crash
         dist.barrier()
         model.reshard()  # after an evaluation the root stays gathered; save shards, not full tensors
         model_state, optimizer_state = get_state_dict(model, optimizer)
-        dcp.save({"model": model_state, "optimizer": optimizer_state}, checkpoint_id=tmp)
         rng = [None] * self.world_size
         dist.all_gather_object(rng, rng_state(self.device))
+        state = checkpoint.layout(step, model_state, optimizer_state, scheduler.state_dict(),
+                                  {**extra, "rng": rng, "world_size": self.world_size})
+        dcp.save({"model": state.pop("model"), "optimizer": state.pop("optimizer")}, checkpoint_id=tmp)
         if self.is_main:
-            trainer = {"step": step, "scheduler": scheduler.state_dict(), "rng": rng,
-                       "world_size": self.world_size, **extra}
-            torch.save(trainer, tmp / TRAINER_FILE)
-            if final.exists():
-                shutil.rmtree(final)
-            os.replace(tmp, final)  # atomic: a folder named checkpoint_STEP is always complete
+            torch.save(state, tmp / checkpoint.TRAINER_FILE)  # the rest of the layout, written last
+            checkpoint.commit(tmp, final)  # atomic: a folder named checkpoint_STEP is always complete
         dist.barrier()
         return final
 
-    def load_checkpoint(self, path, model, optimizer, scheduler):
-        path = Path(path)
+    def load_checkpoint(self, model, optimizer, scheduler):
+        path = Path(self.run.checkpoint_path)
         if path.is_file():  # a single-file checkpoint (one device, or `gigagpt convert`): continue it sharded
-            state = load_checkpoint_file(path)
+            state = checkpoint.load(path, keys=("model", "optimizer", "scheduler", "step"))
             full = StateDictOptions(full_state_dict=True)
             set_model_state_dict(model, state["model"], options=full)
-            set_optimizer_state_dict(model, optimizer, optimizer_state_by_name(state["optimizer"], model, optimizer),
-                                     options=full)
+            optimizer_state = checkpoint.optimizer_state_by_name(state["optimizer"], model, optimizer)
+            set_optimizer_state_dict(model, optimizer, optimizer_state, options=full)
             scheduler.load_state_dict(state["scheduler"])
-            return state
-        check_complete(path)
+            return state["step"]
         model_state, optimizer_state = get_state_dict(model, optimizer)
         state = {"model": model_state, "optimizer": optimizer_state}
-        dcp.load(state, checkpoint_id=path)  # each process reads the pieces of its own shards
+        trainer = checkpoint.load_distributed(path, state)  # each process reads the pieces of its own shards
         set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"])
-        trainer = torch.load(path / TRAINER_FILE, map_location="cpu", weights_only=False)
         scheduler.load_state_dict(trainer["scheduler"])
         if trainer["world_size"] == self.world_size:  # same processes: continue their dropout streams
             set_rng_state(trainer["rng"][self.rank], self.device)
-        return trainer
+        return trainer["step"]
 
     def finish(self):
         if self.owns_group and dist.is_initialized():
@@ -165,29 +154,15 @@ def shard(model, mesh, mixed_precision=False, reshard_after_forward=True):
     return model
 
 
-class _InitShardsAsOneProcess(TorchFunctionMode):
-    """Run in-place initialisers (normal_, uniform_, zeros_, ...) of a sharded parameter on a full-size CPU
-    tensor instead, then keep this process's shard of it.
-
-    The CPU random stream then advances exactly as when one process builds GPT(config), so every world size
-    starts from the same weights, bit for bit. (Initialising the shards directly would not: on a CPU mesh,
-    every process would draw the same numbers for its own shard.) Costs one full tensor at a time.
-    """
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        name = getattr(func, "__name__", "")
-        target = args[0] if args else kwargs.get("tensor")
-        if not (isinstance(target, DTensor) and name.endswith("_") and not name.startswith("__")):
-            return func(*args, **kwargs)
-        full = torch.empty(target.shape, dtype=target.dtype)  # on the CPU, like GPT(config)
-        if args:
-            args = (full, *args[1:])
-        else:
-            kwargs = {**kwargs, "tensor": full}
-        func(*args, **kwargs)
-        target.to_local().copy_(local_shard(full, target))
-        return target
+@torch.no_grad()
+def init_shards(model, seed):
+    """GPT.init_weights for a sharded model: each full tensor is drawn on this process's device, exactly as one
+    process draws it (its own generator, seeded by name), and only this process's shard is kept. One full
+    tensor at a time; on a GPU, 175B numbers take seconds."""
+    for name, param in model.named_parameters():
+        full = torch.empty(param.shape, dtype=param.dtype, device=param.to_local().device)
+        model.init_parameter(name, full, seed)
+        param.to_local().copy_(local_shard(full, param))
 
 
 def local_shard(full, dtensor):
@@ -200,19 +175,6 @@ def local_shard(full, dtensor):
     return full
 
 
-@torch.no_grad()
-def init_like_one_process(model, seed):
-    """Initialise a sharded GPT (materialised from meta) exactly as `torch.manual_seed(seed); GPT(config)` does."""
-    torch.manual_seed(seed)
-    with _InitShardsAsOneProcess():
-        # GPT(config) first runs each layer's own constructor init (consuming random numbers), then its
-        # reset_parameters: replay both, in construction order (= module registration order).
-        for module in model.modules():
-            if module is not model and hasattr(module, "reset_parameters"):
-                module.reset_parameters()
-        model.reset_parameters()
-
-
 def rng_state(device):
     return {"cpu": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
 
@@ -221,83 +183,3 @@ def set_rng_state(state, device):
     torch.set_rng_state(state["cpu"])
     if state["cuda"] is not None and device.type == "cuda":
         torch.cuda.set_rng_state(state["cuda"], device)
-
-
-def optimizer_state_by_name(state, model, optimizer):
-    """A one-process optimizer.state_dict() (parameters numbered in group order) -> keyed by parameter name."""
-    name_of = {id(p): name for name, p in model.named_parameters()}
-    names = [name_of[id(p)] for group in optimizer.param_groups for p in group["params"]]
-    return {
-        "state": {names[i]: s for i, s in state["state"].items()},
-        "param_groups": [{**g, "params": [names[i] for i in g["params"]]} for g in state["param_groups"]],
-    }
-
-
-def optimizer_state_by_number(state):
-    """The inverse: parameter names -> numbers in group order, as a one-process optimizer.state_dict()."""
-    number = {name: i for i, name in enumerate(n for g in state["param_groups"] for n in g["params"])}
-    return {
-        "state": {number[name]: s for name, s in state["state"].items()},
-        "param_groups": [{**g, "params": [number[n] for n in g["params"]]} for g in state["param_groups"]],
-    }
-
-
-def check_complete(path):
-    path = Path(path)
-    if not (path / ".metadata").is_file() or not (path / TRAINER_FILE).is_file():
-        raise GigaGPTError(
-            f"{path} is not a complete distributed checkpoint (expected a checkpoint_STEP folder with "
-            f".metadata and {TRAINER_FILE})"
-        )
-
-
-def convert_checkpoint(checkpoint_dir, out_path):
-    """A distributed checkpoint folder -> the single-file checkpoint of the plain backend (no GPUs needed).
-
-    The result loads with gigagpt.sample.load_model, converts with gigagpt.hf.to_hf, and resumes training on
-    one device (`--checkpoint_path OUT.pt`) or sharded again. Needs the full model in CPU memory.
-    """
-    from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
-
-    checkpoint_dir, out_path = Path(checkpoint_dir), Path(out_path)
-    check_complete(checkpoint_dir)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=out_path.parent) as tmp:
-        dcp_to_torch_save(checkpoint_dir, Path(tmp) / "full.pt")  # gathers every shard into full tensors
-        state = torch.load(Path(tmp) / "full.pt", map_location="cpu", weights_only=False)
-    trainer = torch.load(checkpoint_dir / TRAINER_FILE, map_location="cpu", weights_only=False)
-    model = state["model"]
-    model.setdefault("lm_head.weight", model["wte.weight"])  # tied: one tensor under both names
-    single = {
-        "model": model,
-        "optimizer": optimizer_state_by_number(state["optimizer"]),
-        "scheduler": trainer["scheduler"],
-        "step": trainer["step"],
-        "rng": trainer["rng"][0]["cpu"],
-        "config": trainer["config"],
-        "tokenizer": trainer["tokenizer"],
-    }
-    atomic_save(single, out_path)
-    return out_path
-
-
-def shard_on_fake_ranks(model_config, world_size, rank=0):
-    """GPT(model_config) on the meta device, sharded by FSDP2 exactly as for training over `world_size`
-    processes, as seen by process `rank`: its parameters are DTensors whose .to_local() is that process's
-    shard (shapes only, no memory). Simulated in this one process with torch's fake process group, an
-    internal testing API that may move between torch versions.
-    """
-    try:
-        from torch.testing._internal.distributed.fake_pg import FakeStore
-    except ImportError as e:
-        raise GigaGPTError(f"this torch has no fake process group to simulate {world_size} processes ({e})") from None
-    if dist.is_initialized():
-        raise GigaGPTError("a process group is already running in this process: simulate sharding in a fresh one")
-    dist.init_process_group("fake", store=FakeStore(), rank=rank, world_size=world_size)
-    try:
-        with torch.device("meta"):
-            model = GPT(model_config)
-        shard(model, init_device_mesh("cpu", (world_size,)))
-    finally:
-        dist.destroy_process_group()
-    return model

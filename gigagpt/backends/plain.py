@@ -5,7 +5,7 @@ from pathlib import Path
 
 import torch
 
-from gigagpt import scaling
+from gigagpt import checkpoint, optim, scaling
 from gigagpt.backends import Backend
 from gigagpt.errors import GigaGPTError
 from gigagpt.model import GPT
@@ -26,18 +26,25 @@ def resolve_device(name="auto"):
     return device
 
 
-def cpu_has_fast_bf16():
-    """bf16 matmuls beat fp32 on CPUs with AMX tiles (Xeon Sapphire Rapids and later) or AVX512-BF16 (Zen 4).
-
-    Measured with `gigagpt bench` on 2 Zen 4 cores (AVX512-BF16, no AMX): peak matmul 2.4x fp32, the
-    shakespeare_char step 1.3-1.6x; a width-128 model only breaks even (autocast's casts eat the gain).
-    Without either instruction set bf16 is emulated, and slower.
-    """
+@functools.lru_cache(maxsize=None)
+def cpu_info():
+    """The first processor's entries of /proc/cpuinfo (Linux), e.g. 'model name', 'flags'; {} elsewhere."""
     try:
         with open("/proc/cpuinfo") as f:
-            flags = next((line for line in f if line.startswith("flags")), "").split()
+            block = f.read().split("\n\n")[0]
     except OSError:
+        return {}
+    return {key.strip(): value.strip() for key, _, value in (line.partition(":") for line in block.splitlines())}
+
+
+def cpu_has_fast_bf16():
+    """Whether bf16 matmuls beat fp32 here: CPUs with AMX tiles (Xeon Sapphire Rapids and later) or
+    AVX512-BF16 (Zen 4, Cooper Lake). Without either (AVX2-only laptops, Zen 3), bf16 is emulated and a
+    matmul runs ~300x slower than fp32. oneDNN's ONEDNN_MAX_CPU_ISA, where set lower, rules those out."""
+    isa = os.environ.get("ONEDNN_MAX_CPU_ISA", "ALL").upper()
+    if isa not in ("ALL", "DEFAULT") and "BF16" not in isa and "AMX" not in isa:
         return False
+    flags = set(cpu_info().get("flags", "").split())
     return "amx_bf16" in flags or "avx512_bf16" in flags
 
 
@@ -48,10 +55,12 @@ def resolve_dtype(name, device):
         return "bfloat16" if torch.cuda.is_bf16_supported() else "float32"
     if device.type == "cpu":
         return "bfloat16" if cpu_has_fast_bf16() else "float32"
-    return "float32"
+    return "float32"  # MPS: bf16 autocast support varies with the macOS version
 
 
 class TorchBackend(Backend):
+    adamw = None  # "fused", "foreach" or "loop"; None: fused on CPUs and CUDA (`gigagpt bench` compares them)
+
     def __init__(self, run):
         super().__init__(run)
         self.device = resolve_device(run.device)
@@ -59,62 +68,50 @@ class TorchBackend(Backend):
 
     def check_fits(self, model_config):
         micro_batch = self.run.batch_size // self.run.gradient_accumulation_steps // self.world_size
-        return scaling.check_fits(
-            model_config, micro_batch, self.run.sequence_length, self.dtype, self.device.type,
-            shards=self.world_size, checkpointing=self.run.activation_checkpointing,
-        )
+        scaling.check_fits(model_config, micro_batch, self.run.sequence_length, self.dtype, self.device.type,
+                           shards=self.world_size, checkpointing=self.run.activation_checkpointing)
 
-    def build_model(self, model_config, seed):
-        torch.manual_seed(seed)
-        model = GPT(model_config).to(self.device)
+    def build_model(self, model_config):
+        with torch.device("meta"):
+            model = GPT(model_config)  # shapes only: no memory, no random numbers yet
+        model.to_empty(device=self.device)
+        model.init_weights(self.run.seed)
+        torch.manual_seed(self.run.seed)  # dropout's random stream
         if self.run.activation_checkpointing:
             apply_activation_checkpointing(model)
         if self.run.compile:
             model.compile()  # compiles forward in place; state_dict keys stay the same
         return model
 
-    def make_optimizer(self, param_groups, run, implementation=None):
-        """AdamW: "fused" (one multithreaded kernel over all parameters), "foreach" or "loop" (torch's CPU default).
+    def make_optimizer(self, model):
+        """Fused AdamW (one multithreaded kernel over all parameters) on CPUs too, where torch's default is a
+        Python loop: on 2 CPU cores it steps 163M parameters in 79 ms, the loop in 385."""
+        run = self.run
+        implementation = self.adamw or ("fused" if self.device.type in ("cuda", "cpu") else "loop")
+        return torch.optim.AdamW(optim.param_groups(model, run.weight_decay), lr=run.learning_rate,
+                                 betas=optim.BETAS, eps=run.adam_epsilon, fused=implementation == "fused",
+                                 foreach=implementation == "foreach")
 
-        Fused is the default on GPUs and CPUs: on 2 CPU cores it steps 163M parameters in 79 ms, the loop in 385.
-        """
-        if implementation is None:
-            implementation = "fused" if self.device.type in ("cuda", "cpu") else "loop"
-        return torch.optim.AdamW(
-            param_groups, lr=run.learning_rate, betas=(0.9, 0.95), eps=run.adam_epsilon,
-            fused=implementation == "fused", foreach=implementation == "foreach",
-        )
-
-    def make_scheduler(self, optimizer, run):
-        from gigagpt.train import lr_at
-
-        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_at(step, run) / run.learning_rate)
+    def make_scheduler(self, optimizer):
+        run = self.run
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: optim.lr_at(step, run) / run.learning_rate)
 
     def autocast(self):
-        enabled = self.dtype == "bfloat16"
-        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=enabled)
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.dtype == "bfloat16")
 
-    # --- checkpoints: one file, written atomically so a crash never leaves half a checkpoint ---
-    def save_checkpoint(self, out_dir, step, model, optimizer, scheduler, extra):
-        state = {
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "step": step,
-            "rng": torch.get_rng_state(),
-            **extra,
-        }
-        path = Path(out_dir) / f"checkpoint_{step}.pt"
-        atomic_save(state, path)
-        return path
+    def save_checkpoint(self, step, model, optimizer, scheduler, extra):
+        state = checkpoint.layout(step, model.state_dict(), optimizer.state_dict(), scheduler.state_dict(),
+                                  {**extra, "rng": torch.get_rng_state()})
+        return checkpoint.save(state, Path(self.run.out_dir) / f"checkpoint_{step}.pt")
 
-    def load_checkpoint(self, path, model, optimizer, scheduler):
-        state = load_checkpoint_file(path)
+    def load_checkpoint(self, model, optimizer, scheduler):
+        state = checkpoint.load(self.run.checkpoint_path, keys=("model", "optimizer", "scheduler", "step"))
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["rng"])
-        return state
+        if "rng" in state:
+            torch.set_rng_state(state["rng"])
+        return state["step"]
 
 
 def apply_activation_checkpointing(model):
@@ -122,25 +119,7 @@ def apply_activation_checkpointing(model):
 
     Overriding `forward` per block (rather than wrapping modules) keeps the state_dict keys unchanged.
     """
-    from torch.utils.checkpoint import checkpoint
+    from torch.utils.checkpoint import checkpoint as recompute
 
     for block in model.blocks:
-        block.forward = functools.partial(checkpoint, block.forward, use_reentrant=False)
-
-
-def atomic_save(obj, path):
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)  # atomic on POSIX: readers see the old file or the new one, never half
-
-
-def load_checkpoint_file(path):
-    path = Path(path)
-    if not path.is_file():
-        raise GigaGPTError(f"checkpoint not found: {path}")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:
-        raise GigaGPTError(f"checkpoint {path} cannot be read ({type(e).__name__}: {e})") from None
+        block.forward = functools.partial(recompute, block.forward, use_reentrant=False)
