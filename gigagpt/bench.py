@@ -3,19 +3,21 @@
     gigagpt bench configs/shakespeare_char.yaml           # table to the terminal, JSON to out/bench.json
     gigagpt bench configs/111m.yaml --batch_size 8 --sequence_length 256 --variants fp32,bf16
 
-1. Peak: one large matmul in fp32 and in bf16, timed like everything else (median after warm-up). No
-   training step does better, so it is the honest denominator of model FLOPs utilization (MFU).
+1. Peak: one large matmul per precision, timed like everything else (median). No training step does better,
+   so it is the honest denominator of model FLOPs utilization (MFU). bf16 is measured where the hardware
+   has fast bf16 (or a variant asks for it): where it is emulated one matmul takes minutes at full size.
 2. Per config: the step `gigagpt train` runs (`train.make_training_step`: forward, backward, clipping,
-   AdamW, schedule) in the variants that matter: precision, attention kernel, torch.compile, AdamW
-   implementation. MFU = model FLOPs per step (`scaling.flops_per_token`, the same count for every variant)
-   / median step time / peak, against the nominal (datasheet) peak and against the measured one.
+   AdamW, schedule) in the variants that matter. MFU = model FLOPs per step (`scaling.flops_per_token`, the
+   same count for every variant) / median step time / peak, against the measured peak and against the
+   nominal one (a GPU's datasheet; for a CPU an estimate): label which one you quote.
 3. Data: `data.prepare` throughput against raw tiktoken encoding of the same text.
 
 Variants are named precision[+modifier...]: fp32 or bf16 (autocast), then +sdpa or +explicit (attention),
-+compile, +fused, +foreach or +loop (AdamW), +pad64 (vocabulary padded to a multiple of 64). What a name
-leaves out is the config's and the backend's default.
-On a CPU shared with other work numbers are low and noisy: the variants take turns step by step, with the
-peak matmul measured in the same turns, so they all see the same load; the header reports the load average.
++plain or +chunked (LM-head loss), +compile, +fused, +foreach or +loop (AdamW), +padN (vocabulary padded to
+a multiple of N). What a name leaves out is the config's and the backend's default. Every measurement is
+bounded by time (`seconds`), not by a count, so the benchmark ends in minutes on any machine. On a CPU the
+variants take turns step by step, with the peak matmuls measured in the same turns, so that other work on
+the machine slows them all alike; the header reports the load average.
 """
 import contextlib
 import gc
@@ -26,55 +28,68 @@ import statistics
 import sys
 import tempfile
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from gigagpt import data, scaling
-from gigagpt.backends.plain import TorchBackend, resolve_device
+from gigagpt.backends.plain import TorchBackend, cpu_has_fast_bf16, cpu_info, resolve_device
 from gigagpt.errors import GigaGPTError
-from gigagpt.train import make_training_step, param_groups
+from gigagpt.train import make_training_step, planned_model_config
 
 DTYPES = {"fp32": "float32", "bf16": "bfloat16"}
 SHORT = {v: k for k, v in DTYPES.items()}
-# Datasheet dense peaks in TFLOP/s, (fp32 without tensor cores, bf16 tensor cores), matched in this order
-# against torch.cuda.get_device_name(): the first name it contains wins.
-GPU_PEAKS = {
-    "H100 PCIe": (51.2, 756.0), "H100 NVL": (60.0, 835.0), "GH200": (66.9, 989.4), "H100": (66.9, 989.4),
-    "H200": (66.9, 989.4), "A100": (19.5, 312.0), "L40S": (91.6, 362.1), "L40": (90.5, 181.0),
-    "L4": (30.3, 121.0), "A10": (31.2, 125.0), "RTX 4090": (82.6, 165.2), "RTX 3090": (35.6, 71.0),
-}
+
+
+@dataclass
+class Variant:
+    """One way to run a config's training step; None fields keep the config's (and the backend's) choice."""
+
+    name: str
+    dtype: str = None
+    attention: str = None
+    loss: str = None
+    compile: bool = None
+    adamw: str = None
+    pad_vocab_multiple: int = None
+
+    @classmethod
+    def parse(cls, name):
+        """'bf16+compile+explicit' -> Variant(dtype='bfloat16', compile=True, attention='explicit')."""
+        precision, *modifiers = name.split("+")
+        if precision not in DTYPES:
+            raise GigaGPTError(f"variant {name!r} must start with fp32 or bf16 (e.g. bf16+compile)")
+        variant = cls(name, dtype=DTYPES[precision])
+        for m in modifiers:
+            if m.startswith("pad") and m[3:].isdigit() and int(m[3:]) > 0:
+                variant.pad_vocab_multiple = int(m[3:])
+            elif m in ("sdpa", "explicit"):
+                variant.attention = m
+            elif m in ("plain", "chunked"):
+                variant.loss = m
+            elif m == "compile":
+                variant.compile = True
+            elif m in ("fused", "foreach", "loop"):
+                variant.adamw = m
+            else:
+                raise GigaGPTError(f"unknown variant modifier {m!r} in {name!r}: use sdpa, explicit, plain, chunked, "
+                                   f"compile, fused, foreach, loop or padN (vocabulary padded to a multiple of N)")
+        return variant
+
+
+def fast_bf16(device):
+    return torch.cuda.is_bf16_supported() if device.type == "cuda" else device.type == "cpu" and cpu_has_fast_bf16()
 
 
 def default_variants(device):
-    """What is worth comparing: the plain baseline (speed-ups are relative to it), then one change at a time."""
+    """What is worth comparing: the plain baseline (speed-ups are relative to it), then one change at a time.
+    bf16 only where the hardware has it: emulated, it only shows that it is slow (one step can take a minute)."""
     if device.type == "cuda":  # torch.optim.AdamW's own default is foreach on GPUs, a Python loop on CPUs
-        return ["fp32+foreach", "fp32", "bf16+sdpa", "bf16+explicit", "bf16+foreach", "bf16+pad64", "bf16+compile"]
-    return ["fp32+loop", "fp32", "fp32+sdpa", "fp32+explicit", "fp32+compile", "bf16+sdpa", "bf16+explicit"]
-
-
-def parse_variant(name):
-    """'bf16+compile' -> {'name', 'dtype', 'attention', 'compile', 'optimizer'}; None means 'the default'."""
-    precision, *modifiers = name.split("+")
-    if precision not in DTYPES:
-        raise GigaGPTError(f"variant {name!r} must start with fp32 or bf16 (e.g. bf16+compile)")
-    variant = {"name": name, "dtype": DTYPES[precision], "attention": None, "compile": False, "optimizer": None,
-               "pad_vocab_multiple": None}
-    for m in modifiers:
-        if m.startswith("pad") and m[3:].isdigit() and int(m[3:]) > 0:
-            variant["pad_vocab_multiple"] = int(m[3:])
-        elif m in ("sdpa", "explicit"):
-            variant["attention"] = m
-        elif m == "compile":
-            variant["compile"] = True
-        elif m in ("fused", "foreach", "loop"):
-            variant["optimizer"] = m
-        else:
-            raise GigaGPTError(f"unknown variant modifier {m!r} in {name!r}: use sdpa, explicit, compile, "
-                               f"fused, foreach, loop or padN (vocabulary padded to a multiple of N)")
-    return variant
+        return ["fp32+foreach", "fp32", "bf16+sdpa", "bf16+explicit", "bf16+chunked", "bf16+pad64", "bf16+compile"]
+    names = ["fp32+loop", "fp32", "fp32+sdpa", "fp32+explicit"]
+    return names + (["bf16+sdpa", "bf16+explicit"] if fast_bf16(device) else [])
 
 
 # --- the machine's limit -------------------------------------------------------------------------------------
@@ -87,17 +102,32 @@ def synchronize(device):
 
 
 class MatmulPeak:
-    """FLOP/s of one (size x size) @ (size x size) matmul in `dtype`: the most any training step can reach."""
+    """FLOP/s of one (size x size) @ (size x size) matmul in `dtype`: the most any training step can reach.
 
-    def __init__(self, device, dtype, size=None):
-        self.device, self.size = device, size or (8192 if device.type == "cuda" else 2048)
-        self.flops_per_s = []
+    Without `size`, a quick probe picks one that takes about `seconds` (up to 2048 on a CPU, 8192 on a GPU)."""
+
+    def __init__(self, device, dtype, size=None, seconds=0.1):
+        self.device, self.flops_per_s = device, []
         try:
+            self.size = size or self._size_for(device, getattr(torch, dtype), seconds)
             self.a, self.b = (torch.randn(self.size, self.size, device=device, dtype=getattr(torch, dtype))
                               for _ in range(2))
-            self.measure(2, record=False)  # first-call allocation and kernel selection
+            self.measure(1, record=False)  # first-call allocation and kernel selection
         except (RuntimeError, TypeError):  # e.g. no bf16 matmul on this device: MFU shows as "-"
-            self.a = None
+            self.size, self.a = size, None
+
+    @staticmethod
+    def _size_for(device, dtype, seconds):
+        n = 128
+        a = torch.randn(n, n, device=device, dtype=dtype)
+        for _ in range(2):  # the second one is timed
+            synchronize(device)
+            start = time.perf_counter()
+            a @ a
+            synchronize(device)
+        rate = 2 * n**3 / max(time.perf_counter() - start, 1e-6)
+        biggest = 8192 if device.type == "cuda" else 2048
+        return int(min(max((seconds * rate / 2) ** (1 / 3) // 64 * 64, 128), biggest))
 
     def measure(self, repeats, record=True):
         for _ in range(repeats if self.a is not None else 0):
@@ -114,34 +144,21 @@ class MatmulPeak:
                 "best": max(seen, default=None), "samples": len(seen)}
 
 
-def _cpuinfo():
-    try:
-        with open("/proc/cpuinfo") as f:
-            block = f.read().split("\n\n")[0]
-    except OSError:
-        return {}
-    return {k.strip(): v.strip() for k, _, v in (line.partition(":") for line in block.splitlines())}
-
-
-def gpu_peak(name):
-    """(fp32, bf16) datasheet FLOP/s for a CUDA device name, or (None, None)."""
-    peak = next((p for key, p in GPU_PEAKS.items() if key in name), None)
-    return (peak[0] * 1e12, peak[1] * 1e12) if peak else (None, None)
-
-
 def nominal_peak(device):
     """Datasheet peak FLOP/s {'float32', 'bfloat16', 'source'}; None where unknown.
 
-    GPUs: the vendor's dense numbers. CPUs: an estimate, threads x clock x FLOPs per cycle of the widest
-    matmul instructions the CPU has (AVX-512/AVX2 FMA, AVX512-BF16, AMX) — good to a factor of ~1.5,
-    which is why MFU is also reported against the measured peak.
+    GPUs: the vendor's dense numbers (scaling.ACCELERATORS). CPUs: an estimate, threads x clock x FLOPs per
+    cycle of the widest matmul instructions the CPU has (AVX-512/AVX2 FMA, AVX512-BF16, AMX) — good to a
+    factor of ~1.5 (a VM reports its base clock, not turbo), which is why MFU is also given against the
+    measured peak.
     """
     if device.type == "cuda":
         name = torch.cuda.get_device_name(device)
-        fp32, bf16 = gpu_peak(name)
-        source = f"{name}: datasheet, dense" if bf16 else f"{name}: not in gigagpt.bench.GPU_PEAKS"
-        return {"float32": fp32, "bfloat16": bf16, "source": source}
-    info = _cpuinfo()
+        spec = scaling.accelerator(name)
+        if spec is None:
+            return {"float32": None, "bfloat16": None, "source": f"{name}: not in gigagpt.scaling.ACCELERATORS"}
+        return {"float32": spec["fp32_flops"], "bfloat16": spec["peak_flops"], "source": f"{name}: datasheet, dense"}
+    info = cpu_info()
     flags = set(info.get("flags", "").split())
     mhz = float(info.get("cpu MHz", 0) or 0)
     try:  # the boost clock, where the OS shows it (not in most VMs)
@@ -167,9 +184,12 @@ def machine(device):
     if device.type == "cuda":
         name = torch.cuda.get_device_name(device)
     else:
-        name = _cpuinfo().get("model name") or platform.processor() or platform.machine()
+        name = cpu_info().get("model name") or platform.processor() or platform.machine()
+    flags = set(cpu_info().get("flags", "").split())
     return {"device": str(device), "name": name, "threads": torch.get_num_threads(), "torch": torch.__version__,
             "cpu_capability": torch.backends.cpu.get_cpu_capability(), "cpus": os.cpu_count(),
+            "cpu_flags": sorted(flags & {"avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile"}),
+            "fast_bf16": fast_bf16(device),
             "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else None}
 
 
@@ -210,28 +230,25 @@ class StepRunner:
     """One variant of one config: the model, optimizer and step `train` would build, fed random tokens."""
 
     def __init__(self, cfg, variant, tokens):
-        self.variant = variant
-        model_cfg = replace(cfg.model, attention=variant["attention"] or cfg.model.attention,
-                            pad_vocab_multiple=variant["pad_vocab_multiple"] or cfg.model.pad_vocab_multiple)
-        compile_ = cfg.run.compile if variant["compile"] is None else variant["compile"]
-        run = replace(cfg.run, dtype=variant["dtype"] or cfg.run.dtype, compile=compile_,
-                      num_steps=10**9, decay_steps=cfg.run.decay_steps)
+        model_cfg = replace(cfg.model, **{k: getattr(variant, k) for k in ("attention", "loss", "pad_vocab_multiple")
+                                          if getattr(variant, k) is not None})
+        run = replace(cfg.run, dtype=variant.dtype or cfg.run.dtype, num_steps=10**9, decay_steps=cfg.run.decay_steps,
+                      compile=cfg.run.compile if variant.compile is None else variant.compile)
         self.backend = backend = TorchBackend(run)
+        backend.adamw = variant.adamw
         backend.check_fits(model_cfg)  # a clear "needs N GiB" instead of an out-of-memory crash
-        device = backend.device
         gc.collect()  # the previous variant's tensors
-        if device.type == "cuda":
+        if backend.device.type == "cuda":
             torch.cuda.empty_cache()
-            torch.cuda.reset_peak_memory_stats(device)
-        self.model = backend.build_model(model_cfg, run.seed)
-        self.optimizer = optimizer = backend.make_optimizer(
-            param_groups(self.model, run.weight_decay), run, implementation=variant["optimizer"])
-        scheduler = backend.make_scheduler(optimizer, run)
-        self.step = make_training_step(backend, self.model, optimizer, scheduler, run)
+            torch.cuda.reset_peak_memory_stats(backend.device)
+        self.model = backend.build_model(model_cfg)
+        self.optimizer = optimizer = backend.make_optimizer(self.model)
+        self.step = make_training_step(backend, self.model, optimizer, backend.make_scheduler(optimizer))
         self.batches = backend.batches(tokens, 0)
-        self.settings = {"dtype": backend.dtype, "attention": model_cfg.attention, "compile": run.compile,
-                         "optimizer": optimizer_implementation(optimizer),
-                         "padded_vocab_size": model_cfg.padded_vocab_size}
+        d = optimizer.defaults
+        self.settings = {"dtype": backend.dtype, "attention": model_cfg.attention, "loss": model_cfg.loss,
+                         "compile": run.compile, "padded_vocab_size": model_cfg.padded_vocab_size,
+                         "optimizer": "fused" if d.get("fused") else "foreach" if d.get("foreach") else "loop"}
         self.step_seconds, self.data_seconds, self.first_step_s, self.loss = [], [], None, None
 
     def time_steps(self, n, record=True):
@@ -264,26 +281,20 @@ class StepRunner:
         return resident + _profiled_peak_bytes(lambda: self.time_steps(1, record=False))
 
 
-def optimizer_implementation(optimizer):
-    d = optimizer.defaults
-    return "fused" if d.get("fused") else "foreach" if d.get("foreach") else "loop"
+def bench_config(cfg, variants, peaks, seconds=15.0, max_steps=20, warmup=1, log=print):
+    """Time `variants` of the training step of `cfg`, each for about `seconds` (at least 2, at most max_steps
+    timed steps); returns the config's result dict (rows per variant).
 
-
-def bench_config(cfg, variants, peaks, steps=10, warmup=2, log=print):
-    """Time `variants` of the training step of `cfg`; returns the config's result dict (rows per variant).
-
-    peaks: {"float32": MatmulPeak, "bfloat16": MatmulPeak, "nominal": nominal_peak(device)}.
+    peaks: {"float32": MatmulPeak, "bfloat16": MatmulPeak or None, "nominal": nominal_peak(device)}.
     """
-    run, m = cfg.run, cfg.model
+    run, m = cfg.run, planned_model_config(cfg)[0]  # vocab_size and positions as training would have them
+    cfg = replace(cfg, model=m)
     device = resolve_device(run.device)
     micro_batch = run.batch_size // run.gradient_accumulation_steps
     tokens_per_step = run.batch_size * run.sequence_length
     flops_per_step = scaling.flops_per_token(m, run.sequence_length) * tokens_per_step
-    rng = np.random.default_rng(0)
-    tokens = rng.integers(0, m.vocab_size, size=max(1 << 20, 4 * tokens_per_step), dtype=np.uint16)
-    default = {"name": "default*", "dtype": None, "attention": None, "compile": None, "optimizer": None,
-               "pad_vocab_multiple": None}
-    variants = [parse_variant(v) if isinstance(v, str) else v for v in variants] + [default]
+    tokens = np.random.default_rng(0).integers(0, m.vocab_size, size=max(1 << 20, 4 * tokens_per_step), dtype=np.uint16)
+    variants = [Variant.parse(v) if isinstance(v, str) else v for v in variants] + [Variant("default*")]
 
     # On a CPU, keep every variant alive and let them take turns step by step, with the peak matmul measured
     # in the same turns: all see the same background load. Where that would not fit (or on a GPU, which
@@ -292,7 +303,7 @@ def bench_config(cfg, variants, peaks, steps=10, warmup=2, log=print):
     interleave = device.type == "cpu" and need < 0.5 * scaling.available_memory("cpu")
     rows, runners = [], []
     for variant in variants:
-        row = {"variant": variant["name"]}
+        row = {"variant": variant.name}
         rows.append(row)
         try:
             runner = StepRunner(cfg, variant, tokens)
@@ -300,30 +311,26 @@ def bench_config(cfg, variants, peaks, steps=10, warmup=2, log=print):
             duplicate = next((r for r in rows[:-1] if all(r.get(k) == row[k] for k in runner.settings)), None)
             if duplicate:  # e.g. the default is one of the named variants: time it once
                 rows.pop()
-                duplicate["variant"] += "*" if variant is default else f" = {variant['name']}"
+                duplicate["variant"] += "*" if variant.name == "default*" else f" = {variant.name}"
                 continue
-            log(f"  {variant['name']}: warming up")
-            runner.time_steps(warmup + 1)  # the first step (compilation, lazy state), then `warmup` more
+            log(f"  {variant.name}: warming up")
+            runner.time_steps(warmup + 1, record=False)  # the first step (compilation, lazy state), then `warmup` more
             row["peak_memory_bytes"] = runner.peak_memory()
             if interleave:
                 runners.append((row, runner))
             else:
-                runner.time_steps(steps)
+                _time_until(seconds, max_steps, [runner.time_steps], [])
                 _finish(row, runner, tokens_per_step, flops_per_step, peaks)
                 del runner
         except (GigaGPTError, torch.OutOfMemoryError) as e:
             row["skipped"] = str(e).splitlines()[0]
         except Exception as e:  # e.g. torch.compile without a C++ compiler: report it, bench the rest
             row["skipped"] = f"failed: {type(e).__name__}: {str(e).strip().splitlines()[0][:200]}"
-    matmuls = [peaks["float32"], peaks["bfloat16"]]
-    since = [len(p.flops_per_s) for p in matmuls]
+    matmuls = [p for p in (peaks["float32"], peaks["bfloat16"]) if p is not None]
+    since = {id(p): len(p.flops_per_s) for p in matmuls}
     if runners:
-        log(f"  {steps} steps of each, taking turns")
-        for _ in range(steps):
-            for p in matmuls:
-                p.measure(1)
-            for _, runner in runners:
-                runner.time_steps(1)
+        log(f"  {len(runners)} variants taking turns for ~{seconds * len(runners):.0f} s")
+        _time_until(seconds * len(runners), max_steps, [r.time_steps for _, r in runners], [p.measure for p in matmuls])
     for row, runner in runners:
         _finish(row, runner, tokens_per_step, flops_per_step, peaks, since)
 
@@ -331,22 +338,34 @@ def bench_config(cfg, variants, peaks, steps=10, warmup=2, log=print):
     for row in rows:
         if baseline and "tokens_per_s" in row:
             row["speedup"] = row["tokens_per_s"] / baseline["tokens_per_s"]
-    return {"model": {k: getattr(m, k) for k in ("width", "depth", "heads", "vocab_size", "attention")},
+    return {"model": {k: getattr(m, k) for k in ("width", "depth", "heads", "vocab_size", "attention", "loss")},
             "parameters": scaling.param_count(m), "batch_size": run.batch_size, "micro_batch": micro_batch,
             "sequence_length": run.sequence_length, "tokens_per_step": tokens_per_step,
             "flops_per_step": flops_per_step, "baseline": baseline and baseline["variant"], "interleaved": interleave,
-            "peak": {p: peaks[p].summary(n if runners else 0) for p, n in zip(("float32", "bfloat16"), since)},
+            "peak": {dtype: peaks[dtype].summary(since.get(id(peaks[dtype]), 0)) if peaks[dtype] else None
+                     for dtype in ("float32", "bfloat16")},
             "variants": rows}
 
 
-def _finish(row, runner, tokens_per_step, flops_per_step, peaks, since=(0, 0)):
+def _time_until(seconds, max_steps, steppers, measures):
+    """Turns of one step of each stepper (and one of each peak measurement) until `seconds` have passed
+    (at least 2 turns, at most max_steps)."""
+    start, turns = time.perf_counter(), 0
+    while turns < 2 or (turns < max_steps and time.perf_counter() - start < seconds):
+        for fn in [*measures, *steppers]:
+            fn(1)
+        turns += 1
+
+
+def _finish(row, runner, tokens_per_step, flops_per_step, peaks, since=None):
     """Step statistics and MFU, against the peak measured beside the steps (interleaved) or at the start."""
     step_s = statistics.median(runner.step_seconds)
     flops = flops_per_step / step_s
-    row.update(step_s=step_s, step_s_best=min(runner.step_seconds), first_step_s=runner.first_step_s,
-               data_s=statistics.median(runner.data_seconds), tokens_per_s=tokens_per_step / step_s,
-               flops_per_s=flops, loss=runner.loss)
-    measured = peaks[row["dtype"]].summary(since[row["dtype"] == "bfloat16"])["median"]
+    row.update(step_s=step_s, step_s_best=min(runner.step_seconds), steps=len(runner.step_seconds),
+               first_step_s=runner.first_step_s, data_s=statistics.median(runner.data_seconds),
+               tokens_per_s=tokens_per_step / step_s, flops_per_s=flops, train_loss=runner.loss)
+    peak = peaks[row["dtype"]]
+    measured = peak.summary((since or {}).get(id(peak), 0))["median"] if peak else None
     nominal = peaks["nominal"][row["dtype"]]
     row["mfu_measured"] = flops / measured if measured else None
     row["mfu_nominal"] = flops / nominal if nominal else None
@@ -388,29 +407,31 @@ def bench_data(text_file, tokenizer="gpt2"):
 
 # --- the whole benchmark -------------------------------------------------------------------------------------
 
-def run_bench(config_paths=(), overrides=None, variants=None, steps=10, warmup=2, text_file=None, json_path=None,
-              matmul_size=None, log=print):
-    """Measure the peak, every config in every variant, and data preparation; returns (and saves) a dict."""
+def run_bench(config_paths=(), overrides=None, variants=None, seconds=15.0, max_steps=20, warmup=1, text_file=None,
+              json_path=None, matmul_size=None, log=print):
+    """Measure the peaks, every config in every variant, and data preparation; returns (and saves) a dict."""
     from gigagpt.config import load_config
 
     overrides = dict(overrides or {})
     configs = {str(p): load_config(p, **overrides) for p in config_paths}  # all errors before any timing
     device = resolve_device(overrides.get("device", next(iter(configs.values())).run.device if configs else "auto"))
     names = variants or default_variants(device)
-    for name in names:
-        parse_variant(name)
+    parsed = [Variant.parse(name) for name in names]
     result = {"machine": machine(device), "overrides": overrides, "configs": {},
-              "settings": {"steps": steps, "warmup": warmup, "variants": names}}
-    log(f"peak matmul on {device} ...")
-    peaks = {dtype: MatmulPeak(device, dtype, matmul_size) for dtype in ("float32", "bfloat16")}
-    for p in peaks.values():
-        p.measure(10)
+              "settings": {"seconds": seconds, "max_steps": max_steps, "warmup": warmup, "variants": names}}
+    bf16 = fast_bf16(device) or any(v.dtype == "bfloat16" for v in parsed) or any(
+        c.run.dtype == "bfloat16" for c in configs.values())
+    log(f"peak matmul on {device} (fp32{', bf16' if bf16 else ''}; bf16 is {'fast' if fast_bf16(device) else 'slow'}"
+        f" here) ...")
+    peaks = {"float32": MatmulPeak(device, "float32", matmul_size),
+             "bfloat16": MatmulPeak(device, "bfloat16", matmul_size) if bf16 else None}
+    _time_until(2.0, 20, [p.measure for p in peaks.values() if p is not None], [])
     peaks["nominal"] = nominal_peak(device)
-    result["peak"] = {"measured": {dtype: peaks[dtype].summary() for dtype in ("float32", "bfloat16")},
+    result["peak"] = {"measured": {dtype: peaks[dtype] and peaks[dtype].summary() for dtype in ("float32", "bfloat16")},
                       "nominal": peaks["nominal"]}
     for path, cfg in configs.items():
         log(f"{path}: {', '.join(names)} (+ default)")
-        result["configs"][path] = bench_config(cfg, names, peaks, steps, warmup, log)
+        result["configs"][path] = bench_config(cfg, parsed, peaks, seconds, max_steps, warmup, log)
     if text_file and Path(text_file).is_file():
         log(f"data preparation: {text_file}")
         result["data"] = bench_data(text_file)
@@ -426,14 +447,18 @@ def _num(x, scale=1.0, fmt="{:,.0f}"):
 
 
 def format_table(result):
-    """The result as text: header, peak, one table per config, data preparation."""
+    """The result as text: header, peaks, one table per config, data preparation."""
     mach, peak = result["machine"], result["peak"]
     G = 1e9
     lines = [f"gigagpt bench on {mach['device']}: {mach['name']}, {mach['threads']} threads, torch {mach['torch']}"
-             f" ({mach['cpu_capability']}); load average {mach['load_average']:.1f} before, "
-             f"{mach.get('load_average_after') or 0:.1f} after"]
+             f" ({mach['cpu_capability']}; {' '.join(mach['cpu_flags']) or 'no AVX2'}); load average "
+             f"{mach['load_average']:.1f} before, {mach.get('load_average_after') or 0:.1f} after"]
     for dtype in ("float32", "bfloat16"):
         m = peak["measured"][dtype]
+        if m is None:
+            lines.append(f"  peak bf16 matmul: not measured (bf16 is emulated here, far slower than fp32; "
+                         f"ask for a bf16 variant to measure it)")
+            continue
         lines.append(f"  peak {SHORT[dtype]} matmul {m['size']}^2: {_num(m['median'], G)} GFLOP/s median "
                      f"(best {_num(m['best'], G)}); nominal {_num(peak['nominal'][dtype], G)}")
     lines.append(f"  nominal: {peak['nominal']['source']}")
@@ -442,11 +467,11 @@ def format_table(result):
                       f"{c['sequence_length']} = {c['tokens_per_step']:,} tokens/step, "
                       f"{c['flops_per_step'] / G:,.1f} GFLOP/step"]
         if c["interleaved"]:
-            lines.append(f"  variants took turns, step by step, with the peak matmul: fp32 "
-                         f"{_num(c['peak']['float32']['median'], G)}, bf16 {_num(c['peak']['bfloat16']['median'], G)} "
-                         f"GFLOP/s (median) meanwhile; MFU meas is against these")
-        head = (f"  {'variant':<22}{'dtype':>6}{'attn':>9}{'compile':>8}{'adamw':>8}{'step ms':>9}{'tokens/s':>10}"
-                f"{'speedup':>8}{'MFU meas':>9}{'MFU nom':>8}{'mem MiB':>8}{'1st s':>7}{'data ms':>8}")
+            p = {d: (c["peak"][d] or {}).get("median") for d in ("float32", "bfloat16")}
+            lines.append(f"  variants took turns, step by step, with the peak matmuls: fp32 {_num(p['float32'], G)}, "
+                         f"bf16 {_num(p['bfloat16'], G)} GFLOP/s (median) meanwhile; MFU meas is against these")
+        head = (f"  {'variant':<22}{'dtype':>6}{'attn':>9}{'loss':>8}{'compile':>8}{'adamw':>8}{'step ms':>9}"
+                f"{'tokens/s':>10}{'speedup':>8}{'MFU meas':>9}{'MFU nom':>8}{'mem MiB':>8}{'1st s':>7}{'steps':>6}")
         lines += [head, "  " + "-" * (len(head) - 2)]
         for r in c["variants"]:
             if "skipped" in r:
@@ -454,11 +479,11 @@ def format_table(result):
                 continue
             pct = lambda x: "-" if x is None else f"{100 * x:.0f}%"  # noqa: E731
             lines.append(
-                f"  {r['variant']:<22}{SHORT[r['dtype']]:>6}{r['attention']:>9}{'yes' if r['compile'] else 'no':>8}"
-                f"{r['optimizer']:>8}{_num(r['step_s'], 1e-3, '{:,.1f}'):>9}{_num(r['tokens_per_s']):>10}"
-                f"{_num(r.get('speedup'), 1, '{:.2f}x'):>8}{pct(r['mfu_measured']):>9}{pct(r['mfu_nominal']):>8}"
-                f"{_num(r['peak_memory_bytes'], 2**20):>8}{_num(r['first_step_s'], 1, '{:.1f}'):>7}"
-                f"{_num(r['data_s'], 1e-3, '{:.2f}'):>8}")
+                f"  {r['variant']:<22}{SHORT[r['dtype']]:>6}{r['attention']:>9}{r['loss']:>8}"
+                f"{'yes' if r['compile'] else 'no':>8}{r['optimizer']:>8}{_num(r['step_s'], 1e-3, '{:,.1f}'):>9}"
+                f"{_num(r['tokens_per_s']):>10}{_num(r.get('speedup'), 1, '{:.2f}x'):>8}{pct(r['mfu_measured']):>9}"
+                f"{pct(r['mfu_nominal']):>8}{_num(r['peak_memory_bytes'], 2**20):>8}"
+                f"{_num(r['first_step_s'], 1, '{:.1f}'):>7}{r['steps']:>6}")
         lines.append("  * what `gigagpt train` runs with this config; speed-up against the first row; "
                      "MFU against the measured and the nominal peak of the row's precision")
     d = result.get("data")

@@ -28,25 +28,40 @@ def cmd_train(args, overrides):
 def cmd_sample(args):
     from gigagpt.sample import load_model, sample
 
-    model, encoding = load_model(args.checkpoint, args.device)
+    if (args.checkpoint is None) == (args.pretrained is None):
+        raise GigaGPTError("give one of --checkpoint FILE (a gigagpt checkpoint) or --pretrained NAME_OR_FOLDER "
+                           "(a Hugging Face GPT-2, e.g. gpt2)")
+    if args.checkpoint:
+        model, encoding = load_model(args.checkpoint, args.device)
+    else:
+        from gigagpt.backends.plain import resolve_device
+        from gigagpt.hf import from_pretrained
+        from gigagpt.tokenizer import get_encoding
+
+        model, encoding = from_pretrained(args.pretrained).to(resolve_device(args.device)), get_encoding("gpt2")
     for i in range(args.num_samples):
         seed = None if args.seed is None else args.seed + i
-        print(sample(model, encoding, args.prompt, args.max_new_tokens, args.temperature, args.top_k, seed))
+        print(sample(model, encoding, args.prompt, args.max_new_tokens, args.temperature, args.top_k, args.top_p,
+                     seed))
         print("-" * 40)
 
 
 def cmd_convert(args):
-    from gigagpt.backends.fsdp import convert_checkpoint
+    from gigagpt.checkpoint import convert_distributed
 
-    print(f"{convert_checkpoint(args.checkpoint_dir, args.out)}: single-file checkpoint (for sample, hf, one device)")
+    print(f"{convert_distributed(args.checkpoint_dir, args.out)}: single-file checkpoint (for sample, hf, one device)")
 
 
 def cmd_info(args, overrides):
     from gigagpt import scaling
     from gigagpt.config import load_config
+    from gigagpt.train import planned_model_config
 
     cfg = load_config(args.config, **overrides)
-    m, r = cfg.model, cfg.run
+    r = cfg.run
+    m, from_data = planned_model_config(cfg)
+    if not from_data and "vocab_size" not in cfg.pinned:
+        print(f"(no dataset at {r.dataset}: vocab_size {m.vocab_size:,} assumed; training takes it from the data)")
     G = scaling.GiB
     n, n_body = scaling.param_count(m), scaling.param_count(m, embeddings=False)
     print(f"{args.config}: width {m.width}, depth {m.depth}, heads {m.heads}, vocab {m.vocab_size}, "
@@ -77,8 +92,8 @@ def cmd_bench(args, overrides):
     from gigagpt.bench import format_table, run_bench
 
     variants = args.variants.split(",") if args.variants else None
-    result = run_bench(args.configs, overrides, variants, args.steps, args.warmup, args.text, args.json,
-                       args.matmul_size, log=lambda msg: print(msg, file=sys.stderr))
+    result = run_bench(args.configs, overrides, variants, args.seconds, args.steps, args.warmup, args.text,
+                       args.json, args.matmul_size, log=lambda msg: print(msg, file=sys.stderr))
     print(format_table(result))
     print(f"(full results: {args.json})")
 
@@ -94,12 +109,15 @@ def main(argv=None):
     p.add_argument("config")
     p = sub.add_parser("info", help="parameters, memory and FLOPs of CONFIG [--key value ...]")
     p.add_argument("config")
-    p = sub.add_parser("sample", help="generate text from a checkpoint")
-    p.add_argument("--checkpoint", required=True)
+    p = sub.add_parser("sample", help="generate text from a checkpoint or a pretrained GPT-2")
+    p.add_argument("--checkpoint", help="a checkpoint_STEP.pt written by gigagpt train (or gigagpt convert)")
+    p.add_argument("--pretrained", help="a Hugging Face GPT-2: a name (gpt2, gpt2-medium, ...; downloaded when "
+                                        "online) or a folder written by save_pretrained")
     p.add_argument("--prompt", default="\n")
     p.add_argument("--max_new_tokens", type=int, default=300)
-    p.add_argument("--temperature", type=float, default=0.8)
-    p.add_argument("--top_k", type=int, default=200)
+    p.add_argument("--temperature", type=float, default=0.8, help="0: greedy; <1 sharper, >1 flatter")
+    p.add_argument("--top_k", type=int, default=200, help="keep the k most likely tokens (0: all)")
+    p.add_argument("--top_p", type=float, default=None, help="keep the most likely tokens up to probability p")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--num_samples", type=int, default=1)
     p.add_argument("--device", default="cpu")
@@ -111,11 +129,12 @@ def main(argv=None):
     p = sub.add_parser("bench", help="peak FLOP/s, then training speed and MFU of CONFIG ... [--key value ...]")
     p.add_argument("configs", nargs="*", help="configs to time (config-key overrides go after them)")
     p.add_argument("--variants", help="comma-separated, e.g. fp32,bf16,bf16+compile,fp32+explicit,fp32+fused")
-    p.add_argument("--steps", type=int, default=10, help="timed steps per variant (on a CPU they take turns)")
-    p.add_argument("--warmup", type=int, default=2, help="untimed steps after the first")
+    p.add_argument("--seconds", type=float, default=15, help="time each variant's steps for about this long")
+    p.add_argument("--steps", type=int, default=20, help="but no more timed steps than this per variant")
+    p.add_argument("--warmup", type=int, default=1, help="untimed steps after the first")
     p.add_argument("--text", default="data/tinyshakespeare.txt", help="text for the data-preparation benchmark")
     p.add_argument("--json", default="out/bench.json", help="where to write the full results")
-    p.add_argument("--matmul_size", type=int, help="n of the n x n peak matmul (default 2048 CPU, 8192 GPU)")
+    p.add_argument("--matmul_size", type=int, help="n of the n x n peak matmul (default: what takes ~0.1 s)")
 
     args, rest = parser.parse_known_args(argv)
     if args.command == "doctor":  # before anything imports torch: it must run in a half-broken environment

@@ -114,17 +114,35 @@ def check_fits(cfg, batch_size, sequence_length, dtype, device, shards=1, checkp
 
 # --- Scaling out: FSDP over many GPUs, Cerebras weight streaming, time to train (notebook 05) ---
 
-# Peak dense bf16 matmul FLOP/s and memory per device, as their makers publish them:
-# - NVIDIA H100 SXM5 datasheet: 989 TFLOPS BF16 Tensor Core dense (1,979 "with sparsity"), 80 GB HBM3.
-# - NVIDIA H200 SXM datasheet: the same Hopper tensor cores (989 TFLOPS dense BF16), 141 GB HBM3e.
+# Peak dense matmul FLOP/s (bf16 on tensor cores; fp32 without them) and memory per device, as their makers
+# publish them. `gigagpt bench` finds a GPU here by name (the longest key its device name contains).
+# - NVIDIA H100 SXM5 datasheet: 989.4 TFLOPS BF16 Tensor Core dense (1,979 "with sparsity"), 67 TFLOPS FP32,
+#   80 GB HBM3; H200 SXM: the same Hopper tensor cores with 141 GB HBM3e. The other GPUs: their datasheets.
 # - Cerebras CS-3 (WSE-3) announcement, 13 March 2024: "125 petaflops of peak AI" compute, 44 GB of on-wafer
-#   SRAM, MemoryX external memory of 1.5 TB, 12 TB or 1.2 PB for the weights. Cerebras gives no dense bf16
-#   figure, so estimates from this peak are optimistic.
+#   SRAM, MemoryX external memory of 1.5 TB, 12 TB or 1.2 PB. "Peak AI" is not a dense bf16 matmul figure
+#   (Cerebras publishes none; its peak counts the sparsity the wafer can skip), so it is not comparable with
+#   a GPU's dense 989 TFLOP/s, and time estimates from it are optimistic.
 ACCELERATORS = {
-    "H100": {"peak_flops": 989e12, "memory": 80e9},
-    "H200": {"peak_flops": 989e12, "memory": 141e9},
+    "H100": {"peak_flops": 989.4e12, "fp32_flops": 66.9e12, "memory": 80e9},
+    "H100 PCIe": {"peak_flops": 756e12, "fp32_flops": 51.2e12, "memory": 80e9},
+    "H100 NVL": {"peak_flops": 835e12, "fp32_flops": 60e12, "memory": 94e9},
+    "H200": {"peak_flops": 989.4e12, "fp32_flops": 66.9e12, "memory": 141e9},
+    "GH200": {"peak_flops": 989.4e12, "fp32_flops": 66.9e12, "memory": 96e9},
+    "A100": {"peak_flops": 312e12, "fp32_flops": 19.5e12, "memory": 80e9},
+    "L40S": {"peak_flops": 362.1e12, "fp32_flops": 91.6e12, "memory": 48e9},
+    "L40": {"peak_flops": 181e12, "fp32_flops": 90.5e12, "memory": 48e9},
+    "L4": {"peak_flops": 121e12, "fp32_flops": 30.3e12, "memory": 24e9},
+    "A10": {"peak_flops": 125e12, "fp32_flops": 31.2e12, "memory": 24e9},
+    "RTX 4090": {"peak_flops": 165.2e12, "fp32_flops": 82.6e12, "memory": 24e9},
+    "RTX 3090": {"peak_flops": 71e12, "fp32_flops": 35.6e12, "memory": 24e9},
     "CS-3": {"peak_flops": 125e15, "memory": 44e9, "memoryx": 1.2e15},
 }
+
+
+def accelerator(device_name):
+    """The ACCELERATORS entry whose name `device_name` contains (the longest match), e.g. 'NVIDIA H100 PCIe'."""
+    matches = [name for name in ACCELERATORS if name in device_name]
+    return ACCELERATORS[max(matches, key=len)] if matches else None
 
 
 def fsdp_units(cfg):
