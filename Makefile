@@ -12,7 +12,7 @@ WHEELHOUSE ?= wheelhouse
 WHEELHOUSE_CEREBRAS ?= 0
 FROM_WHEELHOUSE := $(if $(wildcard $(WHEELHOUSE)/*.whl),--no-index --find-links "$(abspath $(WHEELHOUSE))")
 
-.PHONY: all setup wheelhouse data train sample course lab test cerebras-env clean
+.PHONY: all setup wheelhouse data train sample course lab test cerebras-env notebooks clean
 all: course
 
 setup: $(VENV)/.installed
@@ -22,6 +22,10 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install -q $(FROM_WHEELHOUSE) --upgrade pip
 	$(BIN)/python -m pip install -q $(FROM_WHEELHOUSE) "$(TORCH)"
 	$(BIN)/python -m pip install -q $(FROM_WHEELHOUSE) -e ".[dev]"
+	@# nbgrader only generates notebooks/ from solutions/: keep its menus out of the learners' JupyterLab
+	-$(BIN)/jupyter labextension disable --level=sys_prefix @jupyter/nbgrader >/dev/null 2>&1
+	-for e in formgrader validate_assignment assignment_list course_list; do \
+		$(BIN)/jupyter server extension disable --sys-prefix nbgrader.server_extensions.$$e >/dev/null 2>&1; done
 	touch $@
 
 # Resolves torch and ".[dev]" (pyproject.toml: new dependencies come along by themselves) together, plus
@@ -52,6 +56,10 @@ sample:
 # The whole course, headless, at its default setting: executed notebooks + HTML in out/course/.
 course: setup cerebras-env data
 	OMP_WAIT_POLICY=PASSIVE MPLBACKEND=Agg $(BIN)/python scripts/run_course.py --out out/course
+
+# The learners' notebooks/ from solutions/ (the only ones to edit): nbgrader's ClearSolutions.
+notebooks: setup
+	$(BIN)/python scripts/make_learner_notebooks.py
 
 lab: setup
 	OMP_WAIT_POLICY=PASSIVE $(BIN)/jupyter lab notebooks/

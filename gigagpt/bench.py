@@ -35,9 +35,13 @@ import numpy as np
 import torch
 
 from gigagpt import data, scaling
-from gigagpt.backends.plain import TorchBackend, cpu_has_fast_bf16, cpu_info, resolve_device
+from gigagpt.backends.plain import TorchBackend
+from gigagpt.hardware import cpu_has_fast_bf16, cpu_info, resolve_device
 from gigagpt.errors import GigaGPTError
-from gigagpt.train import make_training_step, planned_model_config
+from gigagpt.lm_loss import use_chunked
+from gigagpt.model import attention_kernel
+from gigagpt.config import planned_model_config
+from gigagpt.train import make_training_step
 
 DTYPES = {"fp32": "float32", "bf16": "bfloat16"}
 SHORT = {v: k for k, v in DTYPES.items()}
@@ -246,7 +250,10 @@ class StepRunner:
         self.step = make_training_step(backend, self.model, optimizer, backend.make_scheduler(optimizer))
         self.batches = backend.batches(tokens, 0)
         d = optimizer.defaults
-        self.settings = {"dtype": backend.dtype, "attention": model_cfg.attention, "loss": model_cfg.loss,
+        kernel = attention_kernel(model_cfg.attention, backend.device.type, getattr(torch, backend.dtype),
+                                  run.sequence_length)
+        loss = "chunked" if use_chunked(model_cfg.loss, model_cfg.vocab_size) else "plain"
+        self.settings = {"dtype": backend.dtype, "attention": kernel, "loss": loss,
                          "compile": run.compile, "padded_vocab_size": model_cfg.padded_vocab_size,
                          "optimizer": "fused" if d.get("fused") else "foreach" if d.get("foreach") else "loop"}
         self.step_seconds, self.data_seconds, self.first_step_s, self.loss = [], [], None, None

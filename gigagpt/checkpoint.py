@@ -84,7 +84,7 @@ def load(path, keys=(), what="checkpoint"):
 
 def load_model(path, device="cpu"):
     """A checkpoint file -> (GPT in eval mode on `device`, its tokenizer): what `gigagpt sample` reads."""
-    from gigagpt.backends.plain import resolve_device
+    from gigagpt.hardware import resolve_device
     from gigagpt.model import GPT, GPTConfig
     from gigagpt.tokenizer import encoding_from_meta
 

@@ -34,7 +34,7 @@ def cmd_sample(args):
     if args.checkpoint:
         model, encoding = load_model(args.checkpoint, args.device)
     else:
-        from gigagpt.backends.plain import resolve_device
+        from gigagpt.hardware import resolve_device
         from gigagpt.hf import from_pretrained
         from gigagpt.tokenizer import get_encoding
 
@@ -55,7 +55,7 @@ def cmd_convert(args):
 def cmd_info(args, overrides):
     from gigagpt import scaling
     from gigagpt.config import load_config
-    from gigagpt.train import planned_model_config
+    from gigagpt.config import planned_model_config
 
     cfg = load_config(args.config, **overrides)
     r = cfg.run

@@ -2,11 +2,12 @@
 import difflib
 import types
 import typing
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import yaml
 
+from gigagpt import checkpoint, data
 from gigagpt.errors import GigaGPTError
 from gigagpt.model import GPTConfig
 
@@ -143,3 +144,36 @@ def parse_overrides(args) -> dict:
             raise GigaGPTError(f"--{key} needs a value")
         overrides[key.replace("-", "_")] = yaml.safe_load(raw) if raw != "" else None
     return overrides
+
+
+def fit_model_config(cfg, meta):
+    """The model this run trains. vocab_size follows the dataset's meta.json and max_position_embeddings the
+    sequence length, unless the config pins them or the checkpoint to resume from fixes them; then they are
+    checked against the data."""
+    model, run = cfg.model, cfg.run
+    fixed = checkpoint.model_config_of(run.checkpoint_path) if run.checkpoint_path else {}
+    needed = {"vocab_size": (meta["vocab_size"], f"dataset {run.dataset} has {meta['vocab_size']:,} tokens"),
+              "max_position_embeddings": (run.sequence_length, f"sequence_length is {run.sequence_length}")}
+    for key, (need, why) in needed.items():
+        if key not in fixed and key not in cfg.pinned:
+            model = replace(model, **{key: need})
+            continue
+        have, source = (fixed[key], "the checkpoint") if key in fixed else (getattr(model, key), "the config")
+        if have < need:
+            fix = (f"set {key} to at least {need}, or leave it out of the config to follow the data"
+                   if key not in fixed else "train on data prepared with the checkpoint's tokenizer"
+                   if key == "vocab_size" else f"use a sequence_length of at most {have}")
+            raise GigaGPTError(f"{why}, but {source} fixes {key}={have}: {fix}")
+        model = replace(model, **{key: have})
+    return model
+
+
+def planned_model_config(cfg):
+    """fit_model_config before training (gigagpt info, bench): from the dataset where it is prepared; else
+    positions follow sequence_length and vocab_size keeps its value (GPT-2's, unless the config pins one)."""
+    try:
+        return fit_model_config(cfg, data.load_meta(cfg.run.dataset)), True
+    except GigaGPTError:
+        if "max_position_embeddings" in cfg.pinned:
+            return cfg.model, False
+        return replace(cfg.model, max_position_embeddings=cfg.run.sequence_length), False

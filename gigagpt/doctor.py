@@ -361,8 +361,8 @@ def check_precision_and_device(ctx):
     else:
         device, seen = torch.device("cpu"), "no CUDA GPU or Apple MPS: the course runs on the CPU, as written"
     results = [("ok", f"device: {seen}", "")]
-    try:  # where resolve_dtype lives may change: ask, but never fail the check over it
-        from gigagpt.backends.plain import resolve_dtype
+    try:  # never fail the check over it
+        from gigagpt.hardware import resolve_dtype
         dtype = str(resolve_dtype("auto", device)).replace("torch.", "")
     except Exception as e:
         results.append(("warn", f"precision: gigagpt could not say which dtype training uses ({short(e)})", ""))

@@ -52,7 +52,7 @@ def activation_bytes(cfg, batch_size, sequence_length, dtype="bfloat16", checkpo
     """
     b, s, d, bytes_ = batch_size, sequence_length, cfg.width, BYTES[dtype]
     per_block = b * s * d * 34 * bytes_ / 2
-    if cfg.attention == "explicit":
+    if cfg.attention == "explicit" or (cfg.attention == "auto" and s <= 512):  # see CausalSelfAttention
         per_block += 5 * b * cfg.heads * s * s * bytes_ / 2
     if checkpointing:  # keep only each block's input, recompute one block at a time
         blocks = cfg.depth * b * s * d * bytes_ + per_block

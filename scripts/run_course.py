@@ -1,7 +1,12 @@
-"""Run every numbered notebook in notebooks/ headless with papermill: executed .ipynb + HTML + an index.html.
+"""Run every numbered notebook headless with papermill: executed .ipynb + HTML + an index.html.
 
     python scripts/run_course.py                      # the whole course at its default setting -> out/course/
     python scripts/run_course.py --smoke --only 01,03 # the quick setting the tests use, two notebooks
+    python scripts/run_course.py --learner            # the learners' versions (exercises left as [todo])
+
+By default it runs solutions/ (every exercise answered): the handout then shows every result, and is the
+answer key. notebooks/ holds the learners' versions, generated from solutions/
+(scripts/make_learner_notebooks.py).
 
 Each notebook runs in its own papermill process with the Python of the environment it needs: notebook 04 with
 .venv-cerebras/bin/python (skipped, with the reason, when that environment is missing), the rest with this
@@ -20,7 +25,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-NOTEBOOK_DIR = ROOT / "notebooks"
+NOTEBOOK_DIR = ROOT / "notebooks"  # the learners' versions
+SOLUTION_DIR = ROOT / "solutions"  # the complete ones
 CEREBRAS_PYTHON = ROOT / ".venv-cerebras" / "bin" / "python"
 CEREBRAS_KERNEL = "gigagpt-cerebras"  # the kernel scripts/cerebras_env.sh registers
 SMOKE_TIMEOUT_S = {"04": 300}  # seconds per notebook in the smoke setting; the rest get DEFAULT_SMOKE_TIMEOUT_S
@@ -28,8 +34,8 @@ DEFAULT_SMOKE_TIMEOUT_S = 180
 FULL_TIMEOUT_S = 3600
 
 
-def numbered_notebooks():
-    return sorted(NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb"))
+def numbered_notebooks(folder=NOTEBOOK_DIR):
+    return sorted(Path(folder).glob("[0-9][0-9]_*.ipynb"))
 
 
 def smoke_timeout(path):
@@ -165,6 +171,7 @@ def main(argv=None):
     parser.add_argument("--out", default="out/course", help="output folder (default: out/course)")
     parser.add_argument("--smoke", action="store_true", help="run each notebook's quick smoke setting")
     parser.add_argument("--only", default="", help="comma-separated notebook numbers, e.g. 01,03")
+    parser.add_argument("--learner", action="store_true", help="run notebooks/ (exercises as [todo]), not solutions/")
     parser.add_argument("--timeout", type=int, default=None,
                         help=f"seconds per notebook (default: {FULL_TIMEOUT_S}, smoke: {DEFAULT_SMOKE_TIMEOUT_S}; 04 more)")
     args = parser.parse_args(argv)
@@ -172,9 +179,10 @@ def main(argv=None):
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     only = {n.strip().zfill(2) for n in args.only.split(",") if n.strip()}
-    notebooks = [p for p in numbered_notebooks() if not only or p.name[:2] in only]
+    folder = NOTEBOOK_DIR if args.learner else SOLUTION_DIR
+    notebooks = [p for p in numbered_notebooks(folder) if not only or p.name[:2] in only]
     if not notebooks:
-        sys.exit(f"run_course: no numbered notebooks in {NOTEBOOK_DIR} match --only {args.only!r}")
+        sys.exit(f"run_course: no numbered notebooks in {folder} match --only {args.only!r}")
 
     results, total = [], time.perf_counter()
     for path in notebooks:

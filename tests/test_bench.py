@@ -88,21 +88,22 @@ def test_accelerators_by_device_name(monkeypatch):
 
 
 def test_bench_runs_what_each_variant_names(tiny_config, tmp_path, monkeypatch):
-    from gigagpt.backends import plain
+    from gigagpt import hardware
 
-    monkeypatch.setattr(plain, "cpu_has_fast_bf16", lambda: True)  # dtype auto: bf16, whatever this CPU has
+    monkeypatch.setattr(hardware, "cpu_has_fast_bf16", lambda: True)  # dtype auto: bf16, whatever this CPU has
     out = tmp_path / "bench.json"
-    variants = ["fp32+loop", "fp32+fused", "fp32+explicit", "bf16+sdpa"]
+    variants = ["fp32+loop", "fp32+fused", "fp32+explicit", "bf16+explicit"]
     result = run_bench([tiny_config], variants=variants, json_path=out, log=lambda msg: None, **FAST)
     assert json.loads(out.read_text()) == json.loads(json.dumps(result))
 
     c = result["configs"][str(tiny_config)]
     rows = {r["variant"].split(" = ")[0].rstrip("*"): r for r in c["variants"]}
-    assert set(rows) == set(variants)  # the default (bf16 auto here, sdpa) is one of them: timed once
-    assert [r["variant"] for r in c["variants"]].count("bf16+sdpa*") == 1
+    assert set(rows) == set(variants)  # the default (bf16 auto here; auto attention: explicit at T=128) is one
+    assert [r["variant"] for r in c["variants"]].count("bf16+explicit*") == 1  # of them: timed once
     # the settings are read back from what was built, not from the name
     assert (rows["fp32+loop"]["optimizer"], rows["fp32+fused"]["optimizer"]) == ("loop", "fused")
-    assert rows["fp32+explicit"]["attention"] == "explicit" and rows["bf16+sdpa"]["dtype"] == "bfloat16"
+    assert rows["fp32+explicit"]["attention"] == "explicit" and rows["bf16+explicit"]["dtype"] == "bfloat16"
+    assert (rows["fp32+loop"]["attention"], rows["fp32+loop"]["loss"]) == ("sdpa", "plain")  # what auto ran
     assert c["interleaved"] and c["peak"]["float32"]["samples"] == c["peak"]["bfloat16"]["samples"] >= 2
     for r in rows.values():
         assert 2 <= r["steps"] <= 3 and 0 < r["step_s_best"] <= r["step_s"]

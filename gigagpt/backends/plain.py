@@ -1,61 +1,13 @@
 """Plain PyTorch on one device: CPU, CUDA or Apple MPS."""
 import functools
-import os
 from pathlib import Path
 
 import torch
 
 from gigagpt import checkpoint, optim, scaling
 from gigagpt.backends import Backend
-from gigagpt.errors import GigaGPTError
+from gigagpt.hardware import resolve_device, resolve_dtype
 from gigagpt.model import GPT
-
-
-def resolve_device(name="auto"):
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise GigaGPTError(f"device {name!r} asked for, but torch sees no CUDA GPU: use --device cpu")
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise GigaGPTError(f"device {name!r} asked for, but MPS is not available: use --device cpu")
-    return device
-
-
-@functools.lru_cache(maxsize=None)
-def cpu_info():
-    """The first processor's entries of /proc/cpuinfo (Linux), e.g. 'model name', 'flags'; {} elsewhere."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            block = f.read().split("\n\n")[0]
-    except OSError:
-        return {}
-    return {key.strip(): value.strip() for key, _, value in (line.partition(":") for line in block.splitlines())}
-
-
-def cpu_has_fast_bf16():
-    """Whether bf16 matmuls beat fp32 here: CPUs with AMX tiles (Xeon Sapphire Rapids and later) or
-    AVX512-BF16 (Zen 4, Cooper Lake). Without either (AVX2-only laptops, Zen 3), bf16 is emulated and a
-    matmul runs ~300x slower than fp32. oneDNN's ONEDNN_MAX_CPU_ISA, where set lower, rules those out."""
-    isa = os.environ.get("ONEDNN_MAX_CPU_ISA", "ALL").upper()
-    if isa not in ("ALL", "DEFAULT") and "BF16" not in isa and "AMX" not in isa:
-        return False
-    flags = set(cpu_info().get("flags", "").split())
-    return "amx_bf16" in flags or "avx512_bf16" in flags
-
-
-def resolve_dtype(name, device):
-    if name != "auto":
-        return name
-    if device.type == "cuda":
-        return "bfloat16" if torch.cuda.is_bf16_supported() else "float32"
-    if device.type == "cpu":
-        return "bfloat16" if cpu_has_fast_bf16() else "float32"
-    return "float32"  # MPS: bf16 autocast support varies with the macOS version
 
 
 class TorchBackend(Backend):
