@@ -47,8 +47,10 @@ def flops_per_token(cfg, sequence_length):
 def activation_bytes(cfg, batch_size, sequence_length, dtype="bfloat16", checkpointing=False):
     """Activations kept for the backward pass (Korthikanti et al. 2022, 'Reducing Activation Recomputation').
 
-    Per block ~34·b·s·d values at 2 bytes; explicit attention also keeps the (b, heads, s, s) scores.
-    The logits (and their fp32 copy for the loss) are added once. An estimate, good to ~20%.
+    Per block 34·s·b·d bytes with 16-bit activations (their count is already in bytes: 17 values of 2 bytes
+    per position and width, dropout masks included), doubled for fp32; explicit attention also keeps the
+    (b, heads, s, s) scores and softmax, 5·heads·s²·b bytes. The logits (and their fp32 copy for the loss)
+    are added once. An estimate, good to ~20%.
     """
     b, s, d, bytes_ = batch_size, sequence_length, cfg.width, BYTES[dtype]
     per_block = b * s * d * 34 * bytes_ / 2
@@ -65,8 +67,10 @@ def activation_bytes(cfg, batch_size, sequence_length, dtype="bfloat16", checkpo
 def training_memory(cfg, batch_size, sequence_length, dtype="bfloat16", shards=1, checkpointing=False):
     """Bytes to train with AdamW: weights, gradients and optimizer state (sharded over `shards`), activations.
 
-    Mixed precision keeps fp32 master weights and gradients (bf16 only in the matmuls), so only pure
-    bf16 training (`dtype='pure_bfloat16'`) halves weights and gradients; AdamW's two moments stay fp32.
+    16 bytes per parameter either way: gigagpt's autocast keeps fp32 weights (4) and gradients (4) and AdamW's
+    two fp32 moments (8), casting to bf16 only inside the matmuls; the usual mixed-precision account (ZeRO,
+    Rajbhandari et al. 2020) is bf16 weights (2) and gradients (2) plus 12 of fp32 optimizer state (master
+    weights and two moments). Only pure bf16 training (`dtype='pure_bfloat16'`) has 12.
     """
     n = param_count(cfg)
     weight_bytes = 2 if dtype == "pure_bfloat16" else 4
@@ -169,6 +173,18 @@ def fsdp_memory(cfg, micro_batch, sequence_length, gpus, dtype="bfloat16", check
     memory["gathered"] = unit * (2 * (4 if dtype == "float32" else 2) + 4)
     memory["total"] = sum(memory.values())
     return memory
+
+
+def fsdp_traffic(cfg, gpus, micro_batches=1, gather_bytes=2, reduce_bytes=4):
+    """Bytes each GPU sends per optimizer step with FSDP2 as gigagpt shards (ring collectives: each of g GPUs
+    sends (g-1)/g of a tensor). Every micro-batch all-gathers every unit's weights twice, for the forward pass
+    and again for the backward pass (each unit frees them after its forward); gradients are reduce-scattered
+    once per step (accumulation syncs the last micro-batch only). On GPUs gigagpt gathers bf16 copies
+    (2 bytes) and reduces in fp32 (4)."""
+    share = (gpus - 1) / gpus
+    gathered = micro_batches * 2 * param_count(cfg) * gather_bytes * share
+    reduced = param_count(cfg) * reduce_bytes * share
+    return {"all_gather": gathered, "reduce_scatter": reduced, "total": gathered + reduced}
 
 
 def gpus_needed(cfg, sequence_length, gpu_memory, dtype="bfloat16", checkpointing=True, usable=0.9):

@@ -207,3 +207,51 @@ def test_weight_streaming_and_time_to_train(gpt3):
     plan = scaling.cluster_plan(gpt3, batch_size=1536, sequence_length=2048, gpus=1024, tokens=300e9)
     assert plan["parameters"] == n and plan["micro_batch"] == 1 and plan["fits"]
     assert plan["days"] == pytest.approx(seconds / 86400)
+
+
+def test_fsdp_traffic_counts_the_collectives_of_a_real_step(tmp_path):
+    """scaling.fsdp_traffic (notebook 05's communication per step) against the bytes FSDP2 really moves in one
+    step of 2 processes with 2 micro-batches: every unit gathered twice per micro-batch, gradients
+    reduce-scattered once (fp32 on CPUs: 4 bytes both ways)."""
+    script = tmp_path / "count.py"
+    script.write_text(textwrap.dedent("""
+        import json, torch, torch.distributed as dist
+        from gigagpt import load_config, scaling
+        from gigagpt.backends.fsdp import FSDPBackend
+        from gigagpt.train import make_training_step
+
+        moved = {"all_gather": 0, "reduce_scatter": 0}
+        def counting(kind, original):
+            def collective(*args, **kwargs):
+                tensors = [t for t in (*args, *kwargs.values()) if isinstance(t, torch.Tensor)]
+                moved[kind] += max(t.numel() * t.element_size() for t in tensors)  # the full (unsharded) side
+                return original(*args, **kwargs)
+            return collective
+        for name, kind in (("all_gather_single", "all_gather"), ("all_gather_into_tensor", "all_gather"),
+                           ("reduce_scatter_single", "reduce_scatter"), ("reduce_scatter_tensor", "reduce_scatter")):
+            if hasattr(dist, name):
+                setattr(dist, name, counting(kind, getattr(dist, name)))
+
+        cfg = load_config(None, width=32, depth=3, heads=2, vocab_size=96, max_position_embeddings=16, backend="fsdp",
+                          device="cpu", dtype="float32", batch_size=8, sequence_length=16, gradient_accumulation_steps=2)
+        backend = FSDPBackend(cfg.run)
+        model = backend.build_model(cfg.model)
+        optimizer = backend.make_optimizer(model)
+        step = make_training_step(backend, model, optimizer, backend.make_scheduler(optimizer))
+        tokens = torch.randint(0, 96, (4096,)).numpy().astype("uint16")
+        batches = backend.batches(tokens, 0)
+        _, x, y = next(batches)
+        step(x, y)  # warm-up: lazy initialisation of FSDP's state
+        moved.update(all_gather=0, reduce_scatter=0)
+        _, x, y = next(batches)
+        step(x, y)
+        predicted = scaling.fsdp_traffic(cfg.model, 2, micro_batches=2, gather_bytes=4, reduce_bytes=4)
+        share = 1 / 2  # each of 2 processes sends half of a collective's full tensor
+        if backend.rank == 0:
+            print(json.dumps({k: [moved[k] * share, predicted[k]] for k in moved}))
+        backend.finish()
+    """))
+    done = torchrun([str(script)], tmp_path)
+    measured = json.loads(done.stdout.strip().splitlines()[-1])
+    for kind, (real, predicted) in measured.items():
+        assert real == pytest.approx(predicted, rel=0.02), (kind, real, predicted)  # FSDP pads shards a little
