@@ -368,7 +368,13 @@ def check_precision_and_device(ctx):
         results.append(("warn", f"precision: gigagpt could not say which dtype training uses ({short(e)})", ""))
     else:
         threads = f", {torch.get_num_threads()} threads" if device.type == "cpu" else ""
-        results.append(("ok", f"precision: training on {device.type} runs in {dtype} (dtype: auto){threads}", ""))
+        why = ""
+        if device.type == "cpu":
+            from gigagpt.hardware import cpu_has_fast_bf16
+
+            why = (": this CPU has AMX or AVX512-BF16" if cpu_has_fast_bf16() else
+                   ": this CPU has no AMX or AVX512-BF16, so bf16 would be emulated (far slower)")
+        results.append(("ok", f"precision: training on {device.type} runs in {dtype} (dtype: auto){why}{threads}", ""))
     return results
 
 
