@@ -40,11 +40,10 @@ def chunked_loss(hidden, weight, labels, vocab_size, rows, grads=False):
     with torch.autocast(device, enabled=False):
         for start in range(0, n, rows):
             h, y = hidden[start:start + rows].to(dtype), labels[start:start + rows]
-            logits = (h @ w.T).float()
-            log_z = torch.logsumexp(logits, dim=-1)
-            total += (log_z - logits.gather(1, y[:, None]).squeeze(1)).sum()
+            log_probs = torch.log_softmax((h @ w.T).float(), dim=-1)
+            total -= log_probs.gather(1, y[:, None]).sum()
             if grads:
-                g = (logits - log_z[:, None]).exp_()  # softmax ...
+                g = log_probs.exp_()  # softmax ...
                 g[torch.arange(len(y), device=g.device), y] -= 1  # ... minus one-hot
                 g = g.div_(n).to(dtype)
                 grad_hidden[start:start + rows] = g @ w
