@@ -92,6 +92,18 @@ def test_attention_mask_on_the_wrong_side(capsys):
     assert line.startswith("[fail] attention: position 0 attends to position 1"), line
 
 
+def test_attention_mask_after_the_softmax(capsys):
+    def zeroed_after(x, qkv_weight, qkv_bias, proj_weight, proj_bias, heads):
+        B, T, C = x.shape
+        q, k, v = (x @ qkv_weight.T + qkv_bias).split(C, dim=-1)
+        q, k, v = (t.view(B, T, heads, C // heads).transpose(1, 2) for t in (q, k, v))
+        weights = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(C // heads), -1) * torch.tril(torch.ones(T, T))
+        return (weights @ v).transpose(1, 2).reshape(B, T, C) @ proj_weight.T + proj_bias
+
+    line, _ = verdict(capsys, check.attention, zeroed_after)
+    assert line.startswith("[fail] attention: the mask is applied after the softmax"), line
+
+
 def test_attention_heads_reshaped_without_transpose(capsys):
     def straight_reshape(x, qkv_weight, qkv_bias, proj_weight, proj_bias, heads):
         B, T, C = x.shape

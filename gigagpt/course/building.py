@@ -26,7 +26,8 @@ def reference_attention(x, qkv_weight, qkv_bias, proj_weight, proj_bias, heads):
 
 
 def _attention(x, qkv_weight, qkv_bias, proj_weight, proj_bias, heads, scale="sqrt_hd", causal=True,
-               diagonal=1, softmax_dim=-1, split="view_transpose", merge="transpose", project=True):
+               diagonal=1, softmax_dim=-1, split="view_transpose", merge="transpose", project=True,
+               mask_after_softmax=False):
     """The reference, and (through its options) the classic mistakes the check recognises."""
     B, T, C = x.shape
     hd = C // heads
@@ -37,9 +38,13 @@ def _attention(x, qkv_weight, qkv_bias, proj_weight, proj_bias, heads, scale="sq
         q, k, v = (t.reshape(B, heads, T, hd) for t in (q, k, v))
     divisor = {"sqrt_hd": math.sqrt(hd), "none": 1.0, "hd": hd, "sqrt_C": math.sqrt(C)}[scale]
     scores = q @ k.transpose(-2, -1) / divisor
-    if causal:
-        scores = scores.masked_fill(torch.ones(T, T, dtype=torch.bool).triu(diagonal), float("-inf"))
-    y = torch.softmax(scores, dim=softmax_dim) @ v
+    future = torch.ones(T, T, dtype=torch.bool).triu(diagonal)
+    if causal and not mask_after_softmax:
+        scores = scores.masked_fill(future, float("-inf"))
+    weights = torch.softmax(scores, dim=softmax_dim)
+    if mask_after_softmax:
+        weights = weights.masked_fill(future, 0.0)
+    y = weights @ v
     y = y.transpose(1, 2).reshape(B, T, C) if merge == "transpose" else y.reshape(B, T, C)
     return F.linear(y, proj_weight, proj_bias) if project else y
 
@@ -57,6 +62,8 @@ _ATTENTION_MISTAKES = [  # (options of _attention, hint)
                            "head_dim) before reshaping to (B, T, C)"),
     ({"heads": 1}, "you computed one head of width C = {C}: split q, k and v into {heads} heads of {hd}"),
     ({"project": False}, "the output projection is missing: finish with y @ proj_weight.T + proj_bias"),
+    ({"mask_after_softmax": True}, "the mask is applied after the softmax, so the rows no longer sum to 1: set the "
+                                   "future scores to -inf before the softmax"),
 ]
 
 
@@ -119,7 +126,8 @@ def _explain_attention(fn, x, weights, heads, y):
     if leak:
         i, j = leak
         raise Wrong(f"position {i} attends to position {j} (its output changes when the input at {j} does): the "
-                    f"causal mask is missing or on the wrong side; position t may see positions 0…t only")
+                    f"causal mask is missing, on the wrong side, or fills with 0 instead of -inf; position t may see "
+                    f"positions 0…t only")
     if not torch.isfinite(y).all():
         index = [int(i) for i in torch.nonzero(~torch.isfinite(y))[0]]
         raise Wrong(f"output{index} is {y[tuple(index)].item()}: a row of scores is all -inf (does the mask hide "
