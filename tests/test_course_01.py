@@ -146,6 +146,13 @@ def test_train_bpe_hints(capsys):
                            "(b' ', b't') occurs 240 times: merge the most frequent pair")
 
 
+def test_train_bpe_shape_hints(capsys):
+    line, _ = verdict(capsys, check.train_bpe, lambda text, n: [a + b for a, b in check.learn_merges(text, n)])
+    assert line.startswith("[fail] train_bpe: merge 0 is b' t': each merge should be a tuple of two bytes objects")
+    line, _ = verdict(capsys, check.train_bpe, lambda text, n: check.learn_merges(text, n)[:-1])
+    assert line.startswith("[fail] train_bpe: train_bpe(text, 30) returned 29 merges, expected 30 (on the first")
+
+
 def test_train_bpe_right_to_left_merge_hint(capsys):
     def right_to_left(word, pair):  # (a, a, a) -> (a, aa) instead of (aa, a)
         out, i = [], len(word)

@@ -129,7 +129,7 @@ def bpe_encode(fn):
 def _diagnose_merge(text, i, got, want_merges):
     """Why the learner's merge number i (got) is not want_merges[i]: a hint about counting or tie-breaking."""
     if not (isinstance(got, tuple) and len(got) == 2 and all(isinstance(t, bytes) for t in got)):
-        return f"merge {i} is {got!r:.60}; each merge should be a pair of bytes like (b' ', b't')"
+        return f"merge {i} is {got!r:.60}: each merge should be a tuple of two bytes objects, like (b' ', b't')"
     words = pieces_of(text)
     for pair in want_merges[:i]:
         words = Counter({_merge(word, pair): n for word, n in words.items()})
@@ -163,7 +163,7 @@ def train_bpe(fn):
             if g != w:
                 raise Wrong(_diagnose_merge(text, i, g, want) + f" ({where}, {n} merges)")
         if len(got) != len(want):
-            raise Wrong(f"train_bpe({where[3:]!r:.40}, {n}) returned {len(got)} merges, expected {len(want)}: "
+            raise Wrong(f"train_bpe(text, {n}) returned {len(got)} merges, expected {len(want)} ({where}): "
                         f"stop after n_merges, or earlier only when no adjacent pair is left")
 
 
