@@ -232,35 +232,47 @@ SCHEDULES = [dict(learning_rate=2e-3, warmup_steps=50, num_steps=400),
              dict(learning_rate=6e-4, warmup_steps=10, num_steps=100, decay_steps=60)]  # decay ends at step 70
 
 
+def _phase(step, run):
+    if step < run.warmup_steps:
+        return "warmup"
+    return "decay" if step <= run.warmup_steps + run.decay_steps else "after"
+
+
 @exercise("lr_at", optim.lr_at)
 def lr_at(fn):
     for settings in SCHEDULES:
         run = load_config(None, **settings).run
+        where = f"warmup_steps={run.warmup_steps}, decay_steps={run.decay_steps}, learning_rate={run.learning_rate:g}"
+        wrong = {}  # step -> (got, want) where they differ
         for step in range(run.num_steps + 20):
             got, want = fn(step, run), optim.lr_at(step, run)
-            if isinstance(got, torch.Tensor):
-                got = float(got)
-            if isinstance(got, (int, float)) and math.isclose(got, want, rel_tol=1e-6, abs_tol=1e-12):
-                continue
-            where = (f"warmup_steps={run.warmup_steps}, decay_steps={run.decay_steps}, "
-                     f"learning_rate={run.learning_rate:g}")
-            if not isinstance(got, (int, float)):
+            got = float(got) if isinstance(got, torch.Tensor) else got
+            if not isinstance(got, (int, float)) or isinstance(got, bool):
                 raise Wrong(f"lr_at({step}, run) returned {got!r:.60}: return a number")
-            if step < run.warmup_steps:
-                off_by_one = math.isclose(got, run.learning_rate * (step + 1) / run.warmup_steps)
-                raise Wrong(f"in the warmup ({where}), step {step} gives {got:.6g}, expected {want:.6g}: "
-                            + ("off by one: step 0 must give 0, and the rate reaches its peak at step warmup_steps"
-                               if off_by_one else "grow linearly from 0 at step 0: learning_rate * step / warmup_steps"))
-            if step > run.warmup_steps + run.decay_steps:
-                raise Wrong(f"after the decay ({where}), step {step} gives {got:.6g}, expected {want:.6g}: once "
-                            f"warmup_steps + decay_steps have passed the rate stays at MIN_LR_RATIO * learning_rate "
-                            f"(clamp the progress at 1)")
-            progress = (step - run.warmup_steps) / run.decay_steps
+            if not math.isclose(got, want, rel_tol=1e-6, abs_tol=1e-12):
+                wrong[step] = got, want
+        if not wrong:
+            continue
+        first = min(wrong)
+        if _phase(first, run) == "warmup":
+            got, want = wrong[first]
+            off_by_one = math.isclose(got, run.learning_rate * (first + 1) / run.warmup_steps)
+            raise Wrong(f"in the warmup ({where}), step {first} gives {got:.6g}, expected {want:.6g}: "
+                        + ("off by one: step 0 must give 0, and the rate reaches its peak at step warmup_steps"
+                           if off_by_one else "grow linearly from 0 at step 0: learning_rate * step / warmup_steps"))
+        in_decay = [s for s in wrong if _phase(s, run) == "decay"]
+        if in_decay:  # the step where it is furthest off says most
+            step = max(in_decay, key=lambda s: abs(wrong[s][0] - wrong[s][1]))
+            (got, want), progress = wrong[step], (step - run.warmup_steps) / run.decay_steps
             to_zero = math.isclose(got, run.learning_rate * 0.5 * (1 + math.cos(math.pi * progress)), rel_tol=1e-6)
             floor = f"; it ends at MIN_LR_RATIO ({optim.MIN_LR_RATIO}) * learning_rate, not at 0" if to_zero else ""
             raise Wrong(f"in the decay ({where}), step {step} ({progress:.0%} of the way) gives {got:.6g}, expected "
                         f"{want:.6g}: min + (peak - min) * 0.5 * (1 + cos(pi * progress)), progress = "
                         f"(step - warmup_steps) / decay_steps{floor}")
+        got, want = wrong[first]
+        raise Wrong(f"after the decay ({where}), step {first} gives {got:.6g}, expected {want:.6g}: once "
+                    f"warmup_steps + decay_steps have passed the rate stays at MIN_LR_RATIO * learning_rate "
+                    f"(clamp the progress at 1)")
 
 
 # --- 4. temperature and top-k sampling ----------------------------------------------------------------------
