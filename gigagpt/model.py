@@ -169,7 +169,8 @@ class GPT(nn.Module):
     def init_parameter(self, name, tensor, seed):
         """gigaGPT's init: N(0, init_std), residual projections scaled by 1/sqrt(2*depth), biases 0, LayerNorm
         gains 1. Each tensor draws from its own generator, seeded by (seed, its name): the weights do not depend
-        on construction order, and every process of a sharded run can draw any tensor alone (FSDP does)."""
+        on construction order, and every process of a sharded run can draw any tensor alone (FSDP does). The
+        generator is the tensor's device's: CPU and CUDA draw different (equally distributed) numbers."""
         module = self.get_submodule(name.rpartition(".")[0])
         with torch.no_grad():
             if isinstance(module, nn.LayerNorm):
