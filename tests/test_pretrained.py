@@ -67,3 +67,23 @@ def test_it_samples():
     assert text.startswith("ROMEO:") and len(text) == 106
     assert text == sample(model, encoding, "ROMEO:", max_new_tokens=100, seed=0)
     assert "\n" in text[6:] and " " in text[6:]  # lines and words, not noise
+
+
+def test_notebook_03_runs_on_it(tmp_path):
+    """A learner whose laptop is too slow sets use_pretrained = True: the learners' notebook 03 then trains nothing
+    and every later section works on the shipped model (smoke setting; about half a minute)."""
+    import importlib.util
+
+    pytest.importorskip("papermill", reason="papermill is not installed (pip install -e '.[dev]')")
+    spec = importlib.util.spec_from_file_location("run_course", REPO / "scripts" / "run_course.py")
+    course = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(course)
+    notebook = REPO / "notebooks" / "03_training_on_a_cpu.ipynb"
+    executed = tmp_path / notebook.name
+    parameters = {"smoke": True, "use_pretrained": True, "output_dir": str(tmp_path / "out")}
+    ok, seconds, message = course.run_notebook(notebook, executed, parameters, course.smoke_timeout(notebook),
+                                               env={"OMP_NUM_THREADS": "1"})
+    assert ok, message
+    text = json.dumps(json.loads(executed.read_text())["cells"])
+    assert "use_pretrained = True: not training" in text and "shakespeare_char_pretrained.pt: 2000 steps" in text
+    assert not (tmp_path / "out" / "runs").exists()  # nothing trained
