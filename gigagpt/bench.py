@@ -36,7 +36,7 @@ import torch
 
 from gigagpt import data, scaling
 from gigagpt.backends.plain import TorchBackend
-from gigagpt.hardware import cpu_has_fast_bf16, cpu_info, resolve_device
+from gigagpt.hardware import cpu_flags, cpu_has_fast_bf16, cpu_info, resolve_device
 from gigagpt.errors import GigaGPTError
 from gigagpt.lm_loss import use_chunked
 from gigagpt.model import attention_kernel
@@ -162,8 +162,7 @@ def nominal_peak(device):
         if spec is None:
             return {"float32": None, "bfloat16": None, "source": f"{name}: not in gigagpt.scaling.ACCELERATORS"}
         return {"float32": spec["fp32_flops"], "bfloat16": spec["peak_flops"], "source": f"{name}: datasheet, dense"}
-    info = cpu_info()
-    flags = set(info.get("flags", "").split())
+    info, flags = cpu_info(), cpu_flags()
     mhz = float(info.get("cpu MHz", 0) or 0)
     try:  # the boost clock, where the OS shows it (not in most VMs)
         mhz = max(mhz, int(Path("/sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq").read_text()) / 1000)
@@ -176,12 +175,12 @@ def nominal_peak(device):
         fp32 = 32 if zen4 else 64  # two 512-bit FMA units; Zen 4 runs 512-bit FMAs on 256-bit units
     else:
         fp32 = 32 if "fma" in flags else 8
-    bf16 = 1024 if "amx_bf16" in flags else 2 * fp32 if "avx512_bf16" in flags else fp32
+    bf16 = 1024 if "amx_bf16" in flags else 2 * fp32 if "avx512_bf16" in flags else None  # None: emulated
     threads = torch.get_num_threads()
     hz = threads * mhz * 1e6
-    return {"float32": hz * fp32, "bfloat16": hz * bf16,
+    return {"float32": hz * fp32, "bfloat16": hz * bf16 if bf16 else None,
             "source": f"estimate: {threads} threads x {mhz / 1000:.2f} GHz (reported clock; turbo may be higher) x "
-                      f"{fp32} (fp32) / {bf16} (bf16) FLOP/cycle"}
+                      f"{fp32} (fp32) / {bf16 or 'no'} (bf16) FLOP/cycle"}
 
 
 def machine(device):
@@ -189,7 +188,7 @@ def machine(device):
         name = torch.cuda.get_device_name(device)
     else:
         name = cpu_info().get("model name") or platform.processor() or platform.machine()
-    flags = set(cpu_info().get("flags", "").split())
+    flags = cpu_flags()
     return {"device": str(device), "name": name, "threads": torch.get_num_threads(), "torch": torch.__version__,
             "cpu_capability": torch.backends.cpu.get_cpu_capability(), "cpus": os.cpu_count(),
             "cpu_flags": sorted(flags & {"avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile"}),

@@ -37,15 +37,26 @@ def cpu_info():
     return {key.strip(): value.strip() for key, _, value in (line.partition(":") for line in block.splitlines())}
 
 
+def cpu_flags():
+    """The CPU's instruction-set flags that PyTorch's kernels may use: /proc/cpuinfo's, less what oneDNN's
+    ONEDNN_MAX_CPU_ISA (where set lower, e.g. AVX2) rules out."""
+    flags = set(cpu_info().get("flags", "").split())
+    isa = os.environ.get("ONEDNN_MAX_CPU_ISA", "ALL").upper()
+    if isa not in ("ALL", "DEFAULT"):
+        if "AMX" not in isa:
+            flags -= {"amx_bf16", "amx_tile", "amx_int8"}
+        if "BF16" not in isa and "AMX" not in isa:
+            flags.discard("avx512_bf16")
+        if "AVX512" not in isa and "AMX" not in isa:
+            flags = {f for f in flags if not f.startswith("avx512")}
+    return flags
+
+
 def cpu_has_fast_bf16():
     """Whether bf16 matmuls beat fp32 here: CPUs with AMX tiles (Xeon Sapphire Rapids and later) or
     AVX512-BF16 (Zen 4, Cooper Lake). Without either (AVX2-only laptops, Zen 3), bf16 is emulated and a
-    matmul runs ~300x slower than fp32. oneDNN's ONEDNN_MAX_CPU_ISA, where set lower, rules those out."""
-    isa = os.environ.get("ONEDNN_MAX_CPU_ISA", "ALL").upper()
-    if isa not in ("ALL", "DEFAULT") and "BF16" not in isa and "AMX" not in isa:
-        return False
-    flags = set(cpu_info().get("flags", "").split())
-    return "amx_bf16" in flags or "avx512_bf16" in flags
+    matmul runs ~300x slower than fp32."""
+    return bool(cpu_flags() & {"amx_bf16", "avx512_bf16"})
 
 
 def resolve_dtype(name, device):
