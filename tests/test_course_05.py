@@ -56,8 +56,9 @@ def test_fewest_h200s_reference_passes_and_is_plausible(capsys):
     n = check.fewest_h200s.reference()
     assert check.fewest_h200s(check.fewest_h200s.reference) is check.fewest_h200s.reference
     assert line(capsys) == "[pass] fewest_h200s"
-    state = 16 * scaling.param_count(check._seventy_b())
-    assert state / n < 141e9 < state / (n - 1) * 2  # a sane count: the state alone needs most of it
+    usable = 0.9 * scaling.ACCELERATORS["H200"]["memory"]  # n GPUs fit, one fewer does not
+    assert scaling.fsdp_memory(check._seventy_b(), 1, 8192, gpus=n)["total"] <= usable
+    assert scaling.fsdp_memory(check._seventy_b(), 1, 8192, gpus=n - 1)["total"] > usable
 
 
 def test_fewest_h200s_stub_is_todo(capsys):
