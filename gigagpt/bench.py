@@ -122,16 +122,20 @@ class MatmulPeak:
 
     @staticmethod
     def _size_for(device, dtype, seconds):
-        n = 128
-        a = torch.randn(n, n, device=device, dtype=dtype)
-        for _ in range(2):  # the second one is timed
-            synchronize(device)
-            start = time.perf_counter()
-            a @ a
-            synchronize(device)
-        rate = 2 * n**3 / max(time.perf_counter() - start, 1e-6)
-        biggest = 8192 if device.type == "cuda" else 2048
-        return int(min(max((seconds * rate / 2) ** (1 / 3) // 64 * 64, 128), biggest))
+        """Double the size from 256 while one matmul takes under a quarter of `seconds` (small matrices
+        underrate a fast CPU; a large one takes minutes where the dtype is emulated)."""
+        n, biggest = 256, 8192 if device.type == "cuda" else 2048
+        while n < biggest:
+            a = torch.randn(n, n, device=device, dtype=dtype)
+            for _ in range(2):  # the second one is timed
+                synchronize(device)
+                start = time.perf_counter()
+                a @ a
+                synchronize(device)
+            if time.perf_counter() - start > seconds / 4:
+                break
+            n *= 2
+        return n
 
     def measure(self, repeats, record=True):
         for _ in range(repeats if self.a is not None else 0):

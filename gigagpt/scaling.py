@@ -123,9 +123,9 @@ def check_fits(cfg, batch_size, sequence_length, dtype, device, shards=1, checkp
 # - NVIDIA H100 SXM5 datasheet: 989.4 TFLOPS BF16 Tensor Core dense (1,979 "with sparsity"), 67 TFLOPS FP32,
 #   80 GB HBM3; H200 SXM: the same Hopper tensor cores with 141 GB HBM3e. The other GPUs: their datasheets.
 # - Cerebras CS-3 (WSE-3) announcement, 13 March 2024: "125 petaflops of peak AI" compute, 44 GB of on-wafer
-#   SRAM, MemoryX external memory of 1.5 TB, 12 TB or 1.2 PB. "Peak AI" is not a dense bf16 matmul figure
-#   (Cerebras publishes none; its peak counts the sparsity the wafer can skip), so it is not comparable with
-#   a GPU's dense 989 TFLOP/s, and time estimates from it are optimistic.
+#   SRAM, MemoryX external memory of 1.5 TB, 12 TB or 1.2 PB. "Peak AI" is not a dense bf16 matmul figure:
+#   Cerebras states neither its precision nor whether it counts sparsity, and publishes no dense figure, so it
+#   is not comparable with a GPU's dense 989 TFLOP/s, and time estimates from it are optimistic.
 ACCELERATORS = {
     "H100": {"peak_flops": 989.4e12, "fp32_flops": 66.9e12, "memory": 80e9},
     "H100 PCIe": {"peak_flops": 756e12, "fp32_flops": 51.2e12, "memory": 80e9},
