@@ -60,7 +60,7 @@ def python_for(path):
 
 def run_notebook(path, output_path, parameters, timeout, python=sys.executable, env=None):
     """Execute `path` with papermill into `output_path` (extra environment variables `env`); returns
-    (ok, seconds, message)."""
+    (ok, seconds, message, peak bytes of memory of papermill, the kernel and what it starts)."""
     output_path = Path(output_path)
     output_path.parent.mkdir(parents=True, exist_ok=True)
     cmd = [python, "-m", "papermill", str(path), str(output_path), "--cwd", str(path.parent),
@@ -71,6 +71,7 @@ def run_notebook(path, output_path, parameters, timeout, python=sys.executable, 
     # A session of its own, so a timeout can stop papermill *and* the kernel it started.
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
                             start_new_session=True)
+    memory = PeakMemory(proc.pid)
     try:
         log, _ = proc.communicate(timeout=timeout)
     except KeyboardInterrupt:  # Ctrl-C reaches only us: stop the notebook's session too
@@ -80,15 +81,45 @@ def run_notebook(path, output_path, parameters, timeout, python=sys.executable, 
         _stop(proc)
         log = proc.communicate()[0]
         where = failure_summary(output_path) or "the notebook did not get to its first cell"
-        return False, time.perf_counter() - start, f"{path.name}: timed out after {timeout} s in {where}"
-    seconds = time.perf_counter() - start
+        return False, time.perf_counter() - start, f"{path.name}: timed out after {timeout} s in {where}", memory.stop()
+    seconds, peak = time.perf_counter() - start, memory.stop()
     if proc.returncode == 0:
-        return True, seconds, ""
+        return True, seconds, "", peak
     where = failure_summary(output_path)
     if where:
-        return False, seconds, f"{path.name} failed in {where}"
+        return False, seconds, f"{path.name} failed in {where}", peak
     tail = "\n".join(log.strip().splitlines()[-15:])
-    return False, seconds, f"{path.name}: papermill exited with {proc.returncode}:\n{tail}"
+    return False, seconds, f"{path.name}: papermill exited with {proc.returncode}:\n{tail}", peak
+
+
+class PeakMemory:
+    """The most resident memory a process and its children (the kernel, its subprocesses) held together,
+    sampled every 0.2 s in a thread (what a learner's machine or a JupyterHub user needs)."""
+
+    def __init__(self, pid):
+        import threading
+
+        self.peak, self.done = 0, threading.Event()
+        self.thread = threading.Thread(target=self._watch, args=(pid,), daemon=True)
+        self.thread.start()
+
+    def _watch(self, pid):
+        try:
+            import psutil
+
+            root = psutil.Process(pid)
+            while not self.done.wait(0.2):
+                try:
+                    self.peak = max(self.peak, sum(p.memory_info().rss for p in [root, *root.children(recursive=True)]))
+                except psutil.Error:
+                    pass
+        except ImportError:  # no psutil: no memory figure
+            pass
+
+    def stop(self):
+        self.done.set()
+        self.thread.join()
+        return self.peak
 
 
 def _stop(proc):
@@ -146,12 +177,13 @@ def title_of(path):
 
 def write_index(out, results, smoke):
     rows = []
-    for path, status, seconds, message in results:
+    for path, status, seconds, message, peak in results:
         links = (f'<a href="{path.stem}.html">HTML</a> · <a href="{path.stem}.ipynb">notebook</a>'
                  if (out / f"{path.stem}.html").is_file() else "")
         time_cell = f"{seconds:.0f} s" if seconds is not None else ""
+        memory_cell = f"{peak / 2**30:.1f} GiB" if peak else ""
         rows.append(f"<tr><td>{html.escape(title_of(path))}</td><td class='{status}'>{status}</td>"
-                    f"<td>{time_cell}</td><td>{links}</td><td>{html.escape(message)}</td></tr>")
+                    f"<td>{time_cell}</td><td>{memory_cell}</td><td>{links}</td><td>{html.escape(message)}</td></tr>")
     setting = "smoke setting (scaled down)" if smoke else "default setting"
     (out / "index.html").write_text(f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>gigaGPT workshop</title>
@@ -160,7 +192,7 @@ def write_index(out, results, smoke):
 <body><h1>gigaGPT workshop: the course, executed</h1>
 <p>Every notebook run headless at its {setting} on {time.strftime('%Y-%m-%d %H:%M')}.
 Open them interactively with <code>make lab</code>.</p>
-<table><tr><th>notebook</th><th>status</th><th>time</th><th>open</th><th></th></tr>
+<table><tr><th>notebook</th><th>status</th><th>time</th><th>peak memory</th><th>open</th><th></th></tr>
 {chr(10).join(rows)}
 </table></body></html>
 """, encoding="utf-8")
@@ -189,19 +221,19 @@ def main(argv=None):
         python, why_not = python_for(path)
         if python is None:
             print(f"{path.name:36} skipped: {why_not}", flush=True)
-            results.append((path, "skipped", None, why_not))
+            results.append((path, "skipped", None, why_not, None))
             continue
         timeout = args.timeout or (smoke_timeout(path) if args.smoke else FULL_TIMEOUT_S)
         print(f"{path.name:36} running ...", end=" ", flush=True)
         executed = out / path.name
         parameters = {"smoke": args.smoke, "output_dir": str(out / "work" / path.stem)}
-        ok, seconds, message = run_notebook(path, executed, parameters, timeout, python)
-        print(f"{'ok' if ok else 'FAILED'} in {seconds:.0f} s", flush=True)
+        ok, seconds, message, peak = run_notebook(path, executed, parameters, timeout, python)
+        print(f"{'ok' if ok else 'FAILED'} in {seconds:.0f} s, peak memory {peak / 2**30:.1f} GiB", flush=True)
         if message:
             print("    " + message.replace("\n", "\n    "), flush=True)
         if executed.is_file():
             to_html(executed)
-        results.append((path, "ok" if ok else "failed", seconds, message))
+        results.append((path, "ok" if ok else "failed", seconds, message, peak))
     write_index(out, results, args.smoke)
     counts = {status: sum(r[1] == status for r in results) for status in ("ok", "skipped", "failed")}
     print(f"\n{counts['ok']} ok, {counts['skipped']} skipped, {counts['failed']} failed in "

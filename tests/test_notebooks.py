@@ -123,9 +123,10 @@ def test_notebook_runs_headless(path, tmp_path):
     assert not missing, f"{path.name} has no parameter(s) {missing}; it declares {sorted(declared)}"
     threads = {"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
     executed = tmp_path / path.name
-    ok, seconds, message = course.run_notebook(path, executed, parameters, course.smoke_timeout(path), python, env=threads)
+    ok, seconds, message, peak = course.run_notebook(path, executed, parameters, course.smoke_timeout(path), python,
+                                                     env=threads)
     assert ok, f"{path.parent.name}/{message}"
-    print(f"{path.parent.name}/{path.name}: {seconds:.0f} s")
+    print(f"{path.parent.name}/{path.name}: {seconds:.0f} s, peak memory {peak / 2**30:.1f} GiB")
 
     text, images = outputs_of(executed)
     if path.name[:2] != "00":

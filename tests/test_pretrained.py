@@ -81,8 +81,8 @@ def test_notebook_03_runs_on_it(tmp_path):
     notebook = REPO / "notebooks" / "03_training_on_a_cpu.ipynb"
     executed = tmp_path / notebook.name
     parameters = {"smoke": True, "use_pretrained": True, "output_dir": str(tmp_path / "out")}
-    ok, seconds, message = course.run_notebook(notebook, executed, parameters, course.smoke_timeout(notebook),
-                                               env={"OMP_NUM_THREADS": "1"})
+    ok, seconds, message, _ = course.run_notebook(notebook, executed, parameters, course.smoke_timeout(notebook),
+                                                  env={"OMP_NUM_THREADS": "1"})
     assert ok, message
     text = json.dumps(json.loads(executed.read_text())["cells"])
     assert "use_pretrained = True: not training" in text and "shakespeare_char_pretrained.pt: 2000 steps" in text
