@@ -226,19 +226,39 @@ def check_shipped_files(ctx):
     return results
 
 
+def cgroup_memory(proc="/proc/self/cgroup", root="/sys/fs/cgroup"):
+    """(free, limit) bytes under the tightest cgroup v2 memory limit on this process, or None where none is set.
+
+    Docker shows the container's limit at the root; systemd (The Littlest JupyterHub: one service per user) sets
+    it on the user's unit, a parent of the kernel's cgroup: so every level from ours up to the root is read."""
+    try:
+        with open(proc) as f:
+            ours = next(line[3:].strip() for line in f if line.startswith("0::"))
+    except (OSError, StopIteration):
+        return None
+    tightest, level = None, Path(root, ours.lstrip("/"))
+    for folder in [level, *level.parents]:
+        try:
+            limit = (folder / "memory.max").read_text().strip()
+            used = int((folder / "memory.current").read_text())
+        except (OSError, ValueError):
+            limit = "max"
+        if limit != "max" and (tightest is None or int(limit) - used < tightest[0]):
+            tightest = (int(limit) - used, int(limit))
+        if folder == Path(root):
+            break
+    return tightest
+
+
 def memory_bytes():
     """(available, total) physical memory in bytes, or None where this OS is not covered."""
     if sys.platform.startswith("linux"):
         with open("/proc/meminfo") as f:
             info = {line.split(":")[0]: int(line.split()[1]) * 1024 for line in f}
         available, total = info.get("MemAvailable", info["MemFree"]), info["MemTotal"]
-        try:  # a container's own limit (cgroup v2) can be far below the machine's memory
-            limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
-            used = int(Path("/sys/fs/cgroup/memory.current").read_text())
-            if limit != "max":
-                available, total = min(available, int(limit) - used), min(total, int(limit))
-        except (OSError, ValueError):
-            pass
+        limited = cgroup_memory()  # a container's or a JupyterHub user's limit can be far below the machine's
+        if limited:
+            available, total = min(available, limited[0]), min(total, limited[1])
         return available, total
     if sys.platform == "darwin":
         total = int(subprocess.run(["sysctl", "-n", "hw.memsize"], capture_output=True, text=True).stdout)

@@ -91,12 +91,13 @@ def available_memory(device):
         import torch
 
         return torch.cuda.mem_get_info()[0]
+    from gigagpt.doctor import memory_bytes  # standard library only; counts a container's or hub's limit
+
     try:
-        with open("/proc/meminfo") as f:
-            info = dict(line.split(":", 1) for line in f)
-        return int(info["MemAvailable"].split()[0]) * 1024
-    except (OSError, KeyError):
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        measured = memory_bytes()
+    except (OSError, ValueError, KeyError):
+        measured = None
+    return measured[0] if measured else os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
 def check_fits(cfg, batch_size, sequence_length, dtype, device, shards=1, checkpointing=False):

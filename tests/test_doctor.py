@@ -79,3 +79,24 @@ def test_runs_from_its_file_path_where_gigagpt_is_not_importable(tmp_path):
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert re.search(r"^\[fail\] environment: .* cannot import gigagpt$", proc.stdout, re.MULTILINE), proc.stdout
     assert "make setup" in proc.stdout or ".venv/bin/gigagpt doctor" in proc.stdout
+
+
+def test_memory_counts_the_tightest_cgroup_limit_above_the_process(tmp_path):
+    """A JupyterHub user's limit sits on a parent of the kernel's cgroup; a container's at the root."""
+    from gigagpt.doctor import cgroup_memory
+
+    proc = tmp_path / "cgroup"
+    proc.write_text("0::/user.slice/jupyter-ada.service/kernel\n")
+    fs = tmp_path / "fs"
+    levels = {"": ("max", 0), "user.slice": ("max", 0), "user.slice/jupyter-ada.service": (str(4 * 2**30), 2**30),
+              "user.slice/jupyter-ada.service/kernel": ("max", 2**30)}
+    for level, (limit, used) in levels.items():
+        (fs / level).mkdir(parents=True, exist_ok=True)
+        (fs / level / "memory.max").write_text(limit + "\n")
+        (fs / level / "memory.current").write_text(f"{used}\n")
+    assert cgroup_memory(proc, fs) == (3 * 2**30, 4 * 2**30)
+    (fs / "memory.max").write_text(str(2 * 2**30))  # a tighter one at the root (a container) wins
+    assert cgroup_memory(proc, fs) == (2 * 2**30, 2 * 2**30)
+    proc.write_text("0::/\n")
+    (fs / "memory.max").write_text("max")
+    assert cgroup_memory(proc, fs) is None  # no limit anywhere: the machine's memory counts
