@@ -85,8 +85,13 @@ else
     trap 'rm -f "$CONSTRAINTS"' EXIT
     "$VENV/bin/python" -m pip freeze | grep -Ei '^(torch|numpy)==' > "$CONSTRAINTS"
     "$VENV/bin/python" -m pip install "${FROM_WHEELHOUSE[@]}" -c "$CONSTRAINTS" "${EXTRA_DEPS[@]}"
-    "$VENV/bin/python" -m pip install "${FROM_WHEELHOUSE[@]}" --no-deps --no-build-isolation -e "$ROOT" \
-        || "$VENV/bin/python" -m pip install "${FROM_WHEELHOUSE[@]}" --no-deps -e "$ROOT"
+    # The venv's own setuptools first (no download); where it is too old for pyproject.toml's PEP 639 license
+    # string, pip's isolated build brings a current one (from the wheelhouse offline).
+    if ! "$VENV/bin/python" -m pip install --quiet "${FROM_WHEELHOUSE[@]}" --no-deps --no-build-isolation -e "$ROOT" \
+            2>/dev/null; then
+        echo "cerebras_env: this venv's setuptools cannot build gigagpt (PEP 639 license); building it isolated"
+        "$VENV/bin/python" -m pip install "${FROM_WHEELHOUSE[@]}" --no-deps -e "$ROOT"
+    fi
     "$VENV/bin/python" - <<'EOF'
 import torch, numpy, cerebras.pytorch as cstorch, gigagpt
 print(f"cerebras_env: ok: cerebras-pytorch {cstorch.__version__}, torch {torch.__version__}, numpy {numpy.__version__}")
