@@ -21,8 +21,11 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
+
+import psutil  # pyproject.toml [notebooks] (ipykernel needs it too)
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK_DIR = ROOT / "notebooks"  # the learners' versions
@@ -97,24 +100,16 @@ class PeakMemory:
     sampled every 0.2 s in a thread (what a learner's machine or a JupyterHub user needs)."""
 
     def __init__(self, pid):
-        import threading
-
         self.peak, self.done = 0, threading.Event()
-        self.thread = threading.Thread(target=self._watch, args=(pid,), daemon=True)
+        self.thread = threading.Thread(target=self._watch, args=(psutil.Process(pid),), daemon=True)
         self.thread.start()
 
-    def _watch(self, pid):
-        try:
-            import psutil
-
-            root = psutil.Process(pid)
-            while not self.done.wait(0.2):
-                try:
-                    self.peak = max(self.peak, sum(p.memory_info().rss for p in [root, *root.children(recursive=True)]))
-                except psutil.Error:
-                    pass
-        except ImportError:  # no psutil: no memory figure
-            pass
+    def _watch(self, root):
+        while not self.done.wait(0.2):
+            try:
+                self.peak = max(self.peak, sum(p.memory_info().rss for p in [root, *root.children(recursive=True)]))
+            except psutil.Error:  # a process ended between listing and reading it
+                pass
 
     def stop(self):
         self.done.set()
